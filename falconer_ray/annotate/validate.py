@@ -1,0 +1,74 @@
+"""Turn a teacher's free-text span answer into trustworthy character spans.
+
+A small teacher paraphrases, quotes, invents and repeats. The proxy must only
+ever learn from text that is literally in the document, so every answer is
+checked as an exact substring (after trimming surrounding whitespace and
+quotes, nothing else) and everything else is dropped *and counted*, so a run
+report can say how noisy the teacher was.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from falconer_ray.spans import Span, locate
+
+QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
+NONE_ANSWERS = {"none", "none.", "n/a", "nothing", "no"}
+MAX_ITEMS = 8
+MAX_SPAN_CHARS = 200
+MAX_ANSWER_CHARS = 2000
+
+
+def parse_span_answer(
+    text: str, max_items: int = MAX_ITEMS, max_chars: int = MAX_ANSWER_CHARS
+) -> list[str]:
+    """Split a `a | b | c` / `none` answer line into raw items.
+
+    Tolerant (extra spaces, a trailing "none" filler, text after the first line
+    is ignored) but safe: looks at most `max_chars` characters of the first
+    line and returns at most `max_items` items. Items are not checked against
+    any document here; `validate_spans` does that.
+    """
+    line = text[:max_chars].lstrip().split("\n", 1)[0].strip()
+    if line.lower() in NONE_ANSWERS:
+        return []
+    items = [p.strip() for p in line.split("|")]
+    return [p for p in items if p and p.lower() not in NONE_ANSWERS][:max_items]
+
+
+def _clean(raw: str) -> str:
+    s = raw.strip()
+    while len(s) >= 2 and s[0] in QUOTES and s[-1] in QUOTES:
+        s = s[1:-1].strip()
+    return s
+
+
+def validate_spans(
+    doc: str, raw: list[str], max_chars: int = MAX_SPAN_CHARS
+) -> tuple[list[Span], dict[str, int]]:
+    """Keep the raw answers that are exact substrings of `doc`, with offsets.
+
+    Rejection reasons: "empty", "too_long" (> max_chars), "not_in_document",
+    "duplicate" (in the document, but every occurrence already claimed by an
+    earlier answer). Spans come back sorted by position.
+    """
+    spans: list[Span] = []
+    rejected: Counter[str] = Counter()
+    taken: set[tuple[int, int]] = set()
+    for item in raw:
+        s = _clean(item) if isinstance(item, str) else ""
+        if not s:
+            rejected["empty"] += 1
+        elif len(s) > max_chars:
+            rejected["too_long"] += 1
+        elif s not in doc:
+            rejected["not_in_document"] += 1
+        else:
+            span = locate(doc, s, taken)
+            if span is None:
+                rejected["duplicate"] += 1
+            else:
+                spans.append(span)
+    spans.sort(key=lambda sp: (sp.start, sp.end))
+    return spans, dict(rejected)

@@ -1,0 +1,74 @@
+"""The two primitives as a Python API: get_label and get_span.
+
+`model` is what answers: a trained proxy (a `Proxy`, its checkpoint folder, or a
+run directory holding `proxy/`) or a teacher (anything with the Teacher interface),
+so the same call compares the proxy with the LLM it was induced from.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from falconer_ray.proxy import Proxy
+from falconer_ray.spans import Span
+
+
+@lru_cache(maxsize=4)
+def _load_proxy(path: str) -> Proxy:
+    p = Path(path)
+    if (p / "proxy").is_dir():
+        p = p / "proxy"
+    if not p.is_dir():
+        raise FileNotFoundError(f"no proxy checkpoint at {path}: pass a run directory or its proxy/ folder")
+    return Proxy.load(p)
+
+
+def _resolve(model):
+    if isinstance(model, (str, Path)):
+        return _load_proxy(str(Path(model).resolve()))
+    if model is None:
+        raise ValueError("pass model=: a run directory, a proxy checkpoint, a Proxy or a teacher")
+    return model
+
+
+def _check(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string")
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts[{bad[0]}] is {type(texts[bad[0]]).__name__}, not str")
+    return texts
+
+
+def label_scores(texts: list[str], instruction: str, model) -> list[float]:
+    """P(yes) per text: does the text satisfy the instruction?"""
+    texts, m = _check(texts), _resolve(model)
+    if not texts:
+        return []
+    if isinstance(m, Proxy):
+        return [float(s) for s in m.label_scores(texts, instruction)]
+    return [float(s) for s in m.label(texts, instruction)]
+
+
+def get_label(texts: list[str], instruction: str, model, threshold: float = 0.5) -> list[bool]:
+    """Whether each text satisfies the instruction."""
+    return [s >= threshold for s in label_scores(texts, instruction, model)]
+
+
+def get_spans(texts: list[str], instruction: str, model, threshold: float = 0.5) -> list[list[Span]]:
+    """Exact substrings answering the instruction, with character offsets and scores."""
+    texts, m = _check(texts), _resolve(model)
+    if not texts:
+        return []
+    if isinstance(m, Proxy):
+        return m.extract(texts, instruction, threshold=threshold)
+    from falconer_ray.annotate.validate import validate_spans
+
+    return [validate_spans(t, raw)[0] for t, raw in zip(texts, m.extract(texts, instruction))]
+
+
+def get_span(texts: list[str], instruction: str, model, threshold: float = 0.5) -> list[list[str]]:
+    """Exact substrings of each text that answer the instruction."""
+    return [[s.text for s in found] for found in get_spans(texts, instruction, model, threshold)]

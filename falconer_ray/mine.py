@@ -1,0 +1,158 @@
+"""Mining: the trained proxy runs the plan over the whole corpus with Ray Data.
+
+The corpus streams through one pool of proxy actors; each batch first gets every
+label step's score, the plan's `keep` condition decides which documents go on,
+and only those get span extraction. One metamodel serves both primitives, so one
+actor holds one model. Every row comes out with a status (kept / filtered /
+error); a final pass splits them into results/, filtered/ and errors/ and counts
+them, so every document in is accounted for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from falconer_ray.config import RunConfig
+from falconer_ray.corpus import read_corpus
+from falconer_ray.plan import Plan
+from falconer_ray.rundir import RunDir, write_json
+
+SPAN_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]))
+
+
+def output_schema(plan: Plan, keep_text: bool) -> pa.Schema:
+    fields = [("doc_id", pa.string()), ("status", pa.string()), ("error", pa.string())]
+    fields += [(f"label_{s.id}", pa.float64()) for s in plan.label_steps]
+    fields += [(f"span_{s.id}", SPAN_TYPE) for s in plan.span_steps]
+    if keep_text:
+        fields.append(("text", pa.string()))
+    return pa.schema(fields)
+
+
+class ProxyStage:
+    """A Ray Data actor: loads the proxy once, then labels and extracts per batch."""
+
+    def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, threads: int):
+        import torch
+
+        from falconer_ray.proxy import Proxy
+
+        torch.set_num_threads(max(1, threads))
+        self.cfg = RunConfig.model_validate_json(cfg_json)
+        self.plan = Plan.model_validate_json(plan_json)
+        self.proxy = Proxy.load(proxy_dir)
+        self.schema = output_schema(self.plan, self.cfg.mine.keep_text)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        ok = [i for i, r in enumerate(rows) if not r["error"]]
+        texts = [rows[i]["text"] for i in ok]
+        out = {f.name: [None] * len(rows) for f in self.schema}
+        out["doc_id"] = [r["doc_id"] for r in rows]
+        out["error"] = [r["error"] for r in rows]
+        out["status"] = ["error" if r["error"] else "filtered" for r in rows]
+        answers: list[dict[str, bool]] = [{} for _ in ok]
+        for step in self.plan.label_steps:
+            scores = self.proxy.label_scores(texts, step.instruction, pooling=self.cfg.proxy.label_pooling) if texts else []
+            for j, (i, s) in enumerate(zip(ok, scores)):
+                out[f"label_{step.id}"][i] = float(s)
+                answers[j][step.id] = bool(s >= self.cfg.mine.label_threshold)
+        kept = [i for j, i in enumerate(ok) if self.plan.keeps(answers[j])]
+        for i in kept:
+            out["status"][i] = "kept"
+        kept_texts = [rows[i]["text"] for i in kept]
+        for step in self.plan.span_steps:
+            found = self.proxy.extract(kept_texts, step.instruction, threshold=self.cfg.mine.span_threshold) if kept_texts else []
+            for i, spans in zip(kept, found):
+                out[f"span_{step.id}"][i] = [s.to_dict() for s in spans]
+        if self.cfg.mine.keep_text:
+            out["text"] = [rows[i]["text"] if i in set(kept) else None for i in range(len(rows))]
+        return pa.table(out, schema=self.schema)
+
+
+def pool_size(cfg: RunConfig) -> tuple[int, int]:
+    """Actor pool bounds for the hardware Ray sees: autoscale from 1 to what fits."""
+    import ray
+
+    resources = ray.cluster_resources()
+    if cfg.mine.gpus_per_actor:
+        fit = int(resources.get("GPU", 0) / cfg.mine.gpus_per_actor)
+    else:
+        fit = int(resources.get("CPU", 1) / cfg.mine.cpus_per_actor)
+    top = max(1, min(fit, cfg.mine.actors or fit))
+    return (1, top) if top > 1 else (1, 1)
+
+
+def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
+    """Run the proxy over the corpus; write results/, filtered/, errors/ and counts."""
+    from ray.data import ActorPoolStrategy
+
+    proxy_dir = run.require(run.proxy, "train")
+    started = time.monotonic()
+    ds = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit)
+    low, high = pool_size(cfg)
+    threads = max(1, int(cfg.mine.cpus_per_actor))
+    ds = ds.map_batches(
+        ProxyStage,
+        fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads),
+        batch_size=cfg.mine.batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=low, max_size=high),
+        num_cpus=cfg.mine.cpus_per_actor,
+        num_gpus=cfg.mine.gpus_per_actor or None,
+    )
+    shutil.rmtree(run.rows, ignore_errors=True)
+    ds.write_parquet(str(run.rows))
+    mined_s = time.monotonic() - started
+    counts = split_outputs(plan, cfg, run)
+    read = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit).count()
+    counts["accounted"] = read == counts["docs_in"]
+    if not counts["accounted"]:
+        raise RuntimeError(f"{read} documents read but {counts['docs_in']} written: documents were lost")
+    stats = {**counts, "mine_s": round(mined_s, 3), "actors": [low, high],
+             "proxy_docs_per_s": round(counts["docs_in"] / mined_s, 3) if mined_s > 0 else None}
+    write_json(run.mine_stats, stats)
+    return stats
+
+
+def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
+    """Split the mined rows by status into their folders, each committed atomically."""
+    rows = pads.dataset(str(run.rows), format="parquet", schema=output_schema(plan, cfg.mine.keep_text))
+    status = rows.to_table(columns=["status"]).column("status")
+    counts = {s: int(pa.compute.sum(pa.compute.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}
+    label_cols = [f"label_{s.id}" for s in plan.label_steps]
+    targets = {
+        run.results: ("kept", None),
+        run.filtered: ("filtered", ["doc_id", *label_cols]),
+        run.errors: ("error", ["doc_id", "error"]),
+    }
+    for folder, (wanted, columns) in targets.items():
+        staging = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        scanner = rows.scanner(columns=columns, filter=pads.field("status") == wanted)
+        pads.write_dataset(scanner, str(staging), format="parquet", basename_template="part-{i}.parquet",
+                           existing_data_behavior="overwrite_or_ignore")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    if cfg.mine.jsonl:
+        write_jsonl(run.results, run.path / "results.jsonl")
+    shutil.rmtree(run.rows, ignore_errors=True)
+    docs_in = sum(counts.values())
+    return {"docs_in": docs_in, "docs_kept": counts["kept"], "docs_filtered": counts["filtered"],
+            "docs_error": counts["error"]}
+
+
+def write_jsonl(parquet_dir, path) -> None:
+    import json
+
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w") as f:
+        for batch in pads.dataset(str(parquet_dir), format="parquet").to_batches():
+            for row in batch.to_pylist():
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,176 @@
+"""Instruction + document windowing and BIO tags for the proxy encoder.
+
+The proxy reads ``[instruction] [SEP] [document]`` pairs. Documents longer than the
+model's window are split into overlapping windows (never truncated), so every
+character of the corpus is seen; predictions from the windows of one document are
+stitched back together by character offsets. Offsets are always into the original
+document string, so spans come back as exact substrings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from falconer_ray.spans import Span
+
+MIN_TEXT_TOKENS = 32
+O, B, I = 0, 1, 2
+IGNORE = -100
+
+
+@dataclass
+class Window:
+    """One tokenized (instruction, slice of document) pair.
+
+    ``offsets[i]`` is the (start, end) character range in the document for text
+    tokens and None for instruction, special and padding tokens.
+    """
+
+    doc_index: int
+    input_ids: list[int]
+    attention_mask: list[int]
+    token_type_ids: list[int] | None
+    offsets: list[tuple[int, int] | None]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def text_range(self) -> tuple[int, int] | None:
+        """Character range of the document this window covers (None if no text)."""
+        spans = [o for o in self.offsets if o is not None]
+        return (spans[0][0], spans[-1][1]) if spans else None
+
+
+def text_budget(tokenizer, instruction: str, max_length: int) -> int:
+    """Number of document tokens that fit in one window next to `instruction`."""
+    n_instr = len(tokenizer(instruction, add_special_tokens=False)["input_ids"])
+    return max_length - tokenizer.num_special_tokens_to_add(pair=True) - n_instr
+
+
+def encode_windows(
+    tokenizer, instruction: str, texts: list[str], max_length: int = 256, stride: int = 64
+) -> list[Window]:
+    """Tokenize every (instruction, text) pair into overlapping windows.
+
+    Consecutive windows of a document share `stride` text tokens, so a span cut by
+    one window's edge appears whole in its neighbour. Needs a fast tokenizer
+    (offset mapping). Raises ValueError when the instruction leaves fewer than
+    MIN_TEXT_TOKENS text tokens per window, rather than silently dropping text.
+    """
+    if not getattr(tokenizer, "is_fast", True):
+        raise ValueError("encode_windows needs a fast tokenizer (character offset mapping)")
+    budget = text_budget(tokenizer, instruction, max_length)
+    if budget < MIN_TEXT_TOKENS:
+        raise ValueError(
+            f"instruction is too long: it leaves {budget} document tokens per window "
+            f"(max_length={max_length}); need at least {MIN_TEXT_TOKENS}. "
+            "Shorten the instruction or raise max_length."
+        )
+    if not 0 <= stride < budget:
+        raise ValueError(f"stride={stride} must be in [0, {budget}) for this instruction and max_length")
+    if not texts:
+        return []
+    enc = tokenizer(
+        [instruction] * len(texts),
+        list(texts),
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+    types = enc.get("token_type_ids")
+    windows = []
+    for w, doc_index in enumerate(enc["overflow_to_sample_mapping"]):
+        seq_ids = enc.sequence_ids(w)
+        offsets = [
+            (int(s), int(e)) if sid == 1 and e > s else None
+            for sid, (s, e) in zip(seq_ids, enc["offset_mapping"][w])
+        ]
+        windows.append(
+            Window(
+                doc_index=int(doc_index),
+                input_ids=list(enc["input_ids"][w]),
+                attention_mask=list(enc["attention_mask"][w]),
+                token_type_ids=list(types[w]) if types is not None else None,
+                offsets=offsets,
+            )
+        )
+    return windows
+
+
+def bio_tags(window: Window, spans: list[tuple[int, int]]) -> list[int]:
+    """Per-token BIO targets for gold character spans (-100 on non-text tokens).
+
+    A token belongs to a span when their character ranges overlap; the first such
+    token in this window is B, even when the span began in a previous window.
+    """
+    tags = []
+    prev = None
+    for off in window.offsets:
+        if off is None:  # keeps `prev`: empty tokens (a bare BPE "Ġ") can sit inside a span
+            tags.append(IGNORE)
+            continue
+        hit = next((k for k, (s, e) in enumerate(spans) if off[0] < e and off[1] > s), None)
+        if hit is None:
+            tags.append(O)
+        else:
+            tags.append(I if hit == prev else B)
+        prev = hit
+    return tags
+
+
+def decode_spans(window: Window, tag_probs: np.ndarray, text: str) -> list[Span]:
+    """Greedy BIO decoding of one window's tag probabilities into document spans.
+
+    An I following O starts a span (tolerant of a missed B). Score is the mean over
+    the span's tokens of max(P(B), P(I)).
+    """
+    spans: list[Span] = []
+    cur: list[int] = []  # token indices of the open span
+
+    def close():
+        if cur:
+            s, e = window.offsets[cur[0]][0], window.offsets[cur[-1]][1]
+            score = float(np.mean([max(tag_probs[i, B], tag_probs[i, I]) for i in cur]))
+            spans.append(Span(s, e, text[s:e], score))
+            cur.clear()
+
+    for i, off in enumerate(window.offsets):
+        if off is None:
+            continue
+        tag = int(np.argmax(tag_probs[i]))
+        if tag == O:
+            close()
+        elif tag == B:
+            close()
+            cur.append(i)
+        else:
+            cur.append(i)
+    close()
+    return spans
+
+
+def merge_spans(spans: list[Span]) -> list[Span]:
+    """Stitch spans from the overlapping windows of one document.
+
+    Identical spans collapse to the highest-scoring copy. Overlapping spans collapse
+    to their union (keeping the highest score): a span cut by one window's edge
+    overlaps its whole copy from the next window, and a span longer than the window
+    overlap is only ever seen in pieces. Spans that merely touch stay separate.
+    """
+    out: list[Span] = []
+    for sp in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if out and sp.start < out[-1].end:
+            last = out[-1]
+            if sp.end > last.end:
+                text = last.text + sp.text[last.end - sp.start :]
+                out[-1] = Span(last.start, sp.end, text, max(last.score, sp.score))
+            elif sp.score > last.score:
+                out[-1] = Span(last.start, last.end, last.text, sp.score)
+        else:
+            out.append(sp)
+    return out

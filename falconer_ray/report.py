@@ -1,0 +1,42 @@
+"""report.json: what a run did, what it cost, and how far the proxy can be trusted."""
+
+from __future__ import annotations
+
+from falconer_ray.rundir import RunDir, read_json, write_json
+
+
+def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict | None = None) -> dict:
+    ann = read_json(run.annotation_stats)
+    mined = read_json(run.mine_stats)
+    trained = read_json(run.train_metrics)
+    report = {
+        "instruction": plan.instruction,
+        "plan": plan.model_dump(by_alias=True),
+        "docs_in": mined.get("docs_in"),
+        "docs_kept": mined.get("docs_kept"),
+        "docs_filtered": mined.get("docs_filtered"),
+        "docs_error": mined.get("docs_error"),
+        "accounted": mined.get("accounted"),
+        "teacher": {
+            "model": ann.get("teacher", {}).get("model"),
+            "calls": ann.get("teacher", {}).get("calls"),
+            "docs_per_s": ann.get("teacher", {}).get("docs_per_s"),
+            "seconds": ann.get("teacher", {}).get("seconds"),
+            "annotated_docs": ann.get("docs"),
+            "cached": ann.get("cached"),
+            "rejected_spans": ann.get("rejected_spans"),
+        },
+        "proxy": {
+            "docs_per_s": mined.get("proxy_docs_per_s"),
+            "mine_s": mined.get("mine_s"),
+            "actors": mined.get("actors"),
+            "train": trained,
+        },
+        "agreement": agreement if agreement is not None else read_json(run.report).get("agreement"),
+        "wall_s": round(wall_s, 3) if wall_s is not None else None,
+    }
+    if report["docs_in"] is not None:
+        total = report["docs_kept"] + report["docs_filtered"] + report["docs_error"]
+        report["invariant_ok"] = report["docs_in"] == total
+    write_json(run.report, report)
+    return report

@@ -1,0 +1,51 @@
+"""The run directory: one folder holds everything a run made, so any stage can be
+run alone, inspected, or resumed from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).resolve()
+
+    plan = property(lambda self: self.path / "plan.json")
+    config = property(lambda self: self.path / "config.json")
+    annotations_dir = property(lambda self: self.path / "annotations")
+    annotations = property(lambda self: self.path / "annotations" / "annotations.jsonl")
+    annotation_stats = property(lambda self: self.path / "annotations" / "stats.json")
+    proxy = property(lambda self: self.path / "proxy")
+    train_metrics = property(lambda self: self.path / "proxy" / "metrics.json")
+    rows = property(lambda self: self.path / "_rows")
+    results = property(lambda self: self.path / "results")
+    filtered = property(lambda self: self.path / "filtered")
+    errors = property(lambda self: self.path / "errors")
+    mine_stats = property(lambda self: self.path / "mine_stats.json")
+    report = property(lambda self: self.path / "report.json")
+
+    def create(self) -> RunDir:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def require(self, what: Path, stage: str) -> Path:
+        if not what.exists():
+            raise FileNotFoundError(f"{what} is missing: run `falconer {stage}` on {self.path} first")
+        return what
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}

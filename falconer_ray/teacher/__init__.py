@@ -1,0 +1,51 @@
+"""LLM teachers: who annotates the sample the proxy learns from.
+
+`make_teacher` is the single place that knows which backends exist, so the CLI,
+planner and pipeline can take a backend name from configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from falconer_ray.teacher.base import ProgressFn, Teacher, TeacherStats
+from falconer_ray.teacher.prompts import PROMPT_VERSION, clip_document
+
+__all__ = [
+    "PROMPT_VERSION",
+    "KINDS",
+    "EmbeddedTeacher",
+    "ProgressFn",
+    "Teacher",
+    "TeacherStats",
+    "clip_document",
+    "make_teacher",
+    "resolve_gguf",
+]
+
+
+def _embedded(model: str | None, **kw: Any) -> Teacher:
+    from falconer_ray.teacher.embedded import DEFAULT_MODEL, EmbeddedTeacher
+
+    return EmbeddedTeacher(model=model or DEFAULT_MODEL, **kw)
+
+
+KINDS: dict[str, Callable[..., Teacher]] = {"embedded": _embedded}
+
+
+def make_teacher(kind: str = "embedded", model: str | None = None, **kw: Any) -> Teacher:
+    """Build a teacher backend by name; `model=None` means the backend's default."""
+    try:
+        factory = KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown teacher kind {kind!r}; known kinds: {sorted(KINDS)}") from None
+    return factory(model, **kw)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing falconer_ray.teacher must not import llama_cpp / numpy.
+    if name in ("EmbeddedTeacher", "resolve_gguf"):
+        from falconer_ray.teacher import embedded
+
+        return getattr(embedded, name)
+    raise AttributeError(name)

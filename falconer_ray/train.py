@@ -1,0 +1,144 @@
+"""Fine-tuning the proxy on teacher annotations with Ray Train.
+
+One metamodel learns every plan step at once: each (step instruction, document)
+pair is an example, a label example trains the label head, a span example trains
+the BIO tag head. The examples are tokenized once on the driver, shared with the
+workers through the object store, and sharded by Ray Train's distributed sampler.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from falconer_ray.config import RunConfig
+from falconer_ray.plan import Plan
+from falconer_ray.proxy import Proxy, ProxyModel, collate, label_examples, resolve_base, run_epoch, span_examples
+from falconer_ray.rundir import RunDir, write_json
+
+
+def build_examples(plan: Plan, rows: list[dict], tokenizer, cfg: RunConfig) -> tuple[list[dict], float | None]:
+    """Training examples for every step, plus a positive-class weight for label balance."""
+    texts = [r["text"] for r in rows]
+    examples: list[dict] = []
+    positives = negatives = 0
+    kw = {"max_length": cfg.proxy.max_length, "stride": cfg.proxy.stride}
+    for step in plan.label_steps:
+        labels = [r["labels"][step.id] >= 0.5 for r in rows]
+        positives += sum(labels)
+        negatives += len(labels) - sum(labels)
+        examples += label_examples(tokenizer, step.instruction, texts, labels, **kw)
+    for step in plan.span_steps:
+        spans = [[(s["start"], s["end"]) for s in r["spans"][step.id]] for r in rows]
+        examples += span_examples(tokenizer, step.instruction, texts, spans, **kw)
+    pos_weight = None
+    if positives and negatives:
+        pos_weight = min(5.0, max(0.2, negatives / positives))
+    return examples, pos_weight
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker: a plain epoch loop over its shard."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.manual_seed(config["seed"])
+    examples = ray.get(config["examples"])
+    model = ProxyModel.from_base(config["base"], max_length=config["max_length"], stride=config["stride"])
+    tokenizer = model.tokenizer
+    model = ray.train.torch.prepare_model(model)
+    loader = DataLoader(examples, batch_size=config["batch_size"], shuffle=True, collate_fn=collate)
+    loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.01)
+    total_steps = max(1, len(loader) * config["epochs"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total_steps), total_steps)
+    rank = ray.train.get_context().get_world_rank()
+    for epoch in range(config["epochs"]):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        loss = run_epoch(model, loader, optimizer, scheduler, pos_weight=config["pos_weight"])
+        metrics = {"epoch": epoch + 1, "loss": loss}
+        if epoch + 1 == config["epochs"] and rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                inner = model.module if hasattr(model, "module") else model
+                inner.tokenizer = tokenizer
+                inner.save(tmp)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+
+
+def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> dict:
+    """Fit the proxy on the train split of `rows`; writes the checkpoint to run/proxy."""
+    import ray
+    from ray.train import RunConfig as RayRunConfig
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from transformers import AutoTokenizer
+
+    train_rows = [r for r in rows if r["split"] == "train"]
+    if len(train_rows) < 4:
+        raise ValueError(f"only {len(train_rows)} annotated training documents; annotate more (--n-annotate)")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.proxy.base))
+    examples, pos_weight = build_examples(plan, train_rows, tokenizer, cfg)
+    started = time.monotonic()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "examples": ray.put(examples), "base": cfg.proxy.base, "max_length": cfg.proxy.max_length,
+            "stride": cfg.proxy.stride, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+            "epochs": cfg.train.epochs, "pos_weight": pos_weight, "seed": cfg.seed,
+        },
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu),
+        run_config=RayRunConfig(name="proxy", storage_path=str(run.path / "ray_train")),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint: {result.error}")
+    staging = run.proxy.with_name("proxy.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    result.checkpoint.to_directory(str(staging))
+    shutil.rmtree(run.proxy, ignore_errors=True)
+    staging.rename(run.proxy)
+    shutil.rmtree(run.path / "ray_train", ignore_errors=True)
+    metrics = {
+        "examples": len(examples), "train_docs": len(train_rows), "pos_weight": pos_weight,
+        "final_loss": result.metrics.get("loss"), "epochs": cfg.train.epochs,
+        "workers": cfg.train.num_workers, "wall_s": round(time.monotonic() - started, 3),
+    }
+    write_json(run.train_metrics, metrics)
+    return metrics
+
+
+def agreement(plan: Plan, rows: list[dict], proxy_dir: Path, cfg: RunConfig) -> dict:
+    """Proxy vs teacher on held-out annotated documents: label accuracy, span F1."""
+    from falconer_ray.spans import span_f1
+
+    held = [r for r in rows if r["split"] == "heldout"]
+    if not held:
+        return {"label": None, "span_f1": None, "heldout_docs": 0}
+    proxy = Proxy.load(proxy_dir)
+    texts = [r["text"] for r in held]
+    correct = total = 0
+    for step in plan.label_steps:
+        scores = proxy.label_scores(texts, step.instruction, pooling=cfg.proxy.label_pooling)
+        for r, s in zip(held, scores):
+            correct += int((s >= cfg.mine.label_threshold) == (r["labels"][step.id] >= 0.5))
+            total += 1
+    predicted, gold = [], []
+    for step in plan.span_steps:
+        for r, found in zip(held, proxy.extract(texts, step.instruction, threshold=cfg.mine.span_threshold)):
+            predicted.append([(s.start, s.end) for s in found])
+            gold.append([(s["start"], s["end"]) for s in r["spans"][step.id]])
+    return {
+        "label": round(correct / total, 4) if total else None,
+        "span_f1": round(span_f1(predicted, gold), 4) if predicted else None,
+        "heldout_docs": len(held),
+    }
+

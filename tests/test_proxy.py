@@ -1,0 +1,179 @@
+"""ProxyModel, training loop and Proxy inference on the real MiniLM (offline)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from falconer_ray.proxy import (  # noqa: E402
+    Proxy,
+    ProxyModel,
+    collate,
+    label_examples,
+    run_epoch,
+    span_examples,
+)
+from falconer_ray.spans import span_f1  # noqa: E402
+
+INSTR = "extract the colour"
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+NOUNS = ["car", "house", "bird", "shirt", "boat", "door", "cup", "kite"]
+OPENERS = ["I saw a", "My friend bought a", "There is a", "Yesterday we painted the"]
+
+
+def colour_data(n: int, seed: int) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    rng = random.Random(seed)
+    texts, spans = [], []
+    for _ in range(n):
+        c = rng.choice(COLOURS)
+        t = f"{rng.choice(OPENERS)} {c} {rng.choice(NOUNS)} near the {rng.choice(NOUNS)}."
+        s = t.index(f" {c} ") + 1
+        texts.append(t)
+        spans.append([(s, s + len(c))])
+    return texts, spans
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    torch.manual_seed(0)
+    return ProxyModel.from_base("minilm").eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta_dir(tmp_path_factory):
+    """A random 2-layer RoBERTa with a byte-level BPE tokenizer, saved like a hub model."""
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    corpus = [INSTR, *colour_data(20, 9)[0]]
+    bpe = ByteLevelBPETokenizer(trim_offsets=True)
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(
+        ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")), trim_offsets=True
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(bpe.to_str()), bos_token="<s>", eos_token="</s>",
+        cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    d = tmp_path_factory.mktemp("tiny-roberta")
+    tok.save_pretrained(d)
+    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=130, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    RobertaModel(cfg).save_pretrained(d)
+    return str(d)
+
+
+def test_forward_and_loss_mixed_batch(minilm):
+    texts, spans = colour_data(4, 0)
+    tok = minilm.tokenizer
+    ex = label_examples(tok, "is it red?", texts[:2], [True, False]) + span_examples(tok, INSTR, texts[2:], spans[2:])
+    batch = collate(ex)
+    assert batch["tags"][:2].eq(-100).all() and batch["kind"].tolist() == [0, 0, 1, 1]
+    label_logits, tag_logits = minilm(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    assert label_logits.shape == (4,) and tag_logits.shape == (*batch["input_ids"].shape, 3)
+    loss = minilm.loss(batch)
+    assert torch.isfinite(loss) and loss.item() > 0
+    weighted = minilm.loss(batch, pos_weight=5.0)
+    assert weighted.item() != pytest.approx(loss.item())
+
+
+def test_every_parameter_gets_a_gradient_from_one_kind_batches(minilm):
+    """Both heads stay in the graph even when a batch has only one kind (DDP needs it)."""
+    texts, spans = colour_data(2, 1)
+    for ex in (label_examples(minilm.tokenizer, "is it red?", texts, [True, False]),
+               span_examples(minilm.tokenizer, INSTR, texts, spans)):
+        minilm.zero_grad(set_to_none=True)
+        minilm.loss(collate(ex)).backward()
+        missing = [n for n, p in minilm.named_parameters() if p.grad is None]
+        assert missing == []
+    minilm.zero_grad(set_to_none=True)
+
+
+def test_save_load_roundtrip_identical_outputs(minilm, tmp_path):
+    minilm.max_length, minilm.stride = 48, 12
+    minilm.save(tmp_path / "proxy")
+    minilm.max_length, minilm.stride = 256, 64
+    assert {"proxy.json", "proxy.safetensors", "config.json", "tokenizer.json"} <= set(os.listdir(tmp_path / "proxy"))
+    loaded = Proxy.load(tmp_path / "proxy", device="cpu", batch_size=3)
+    assert (loaded.max_length, loaded.stride) == (48, 12)
+    original = Proxy(minilm, device="cpu", batch_size=5, max_length=48, stride=12)
+    docs = [" ".join(colour_data(15, 2)[0]), "A red car.", ""]
+    w1, lab1, tags1 = original._run(docs, INSTR)
+    w2, lab2, tags2 = loaded._run(docs, INSTR)
+    assert len(w1) == len(w2) > 5
+    np.testing.assert_allclose(lab1, lab2, atol=1e-5)
+    for a, b in zip(tags1, tags2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    mean = loaded.label_scores(docs, INSTR)
+    mx = loaded.label_scores(docs, INSTR, pooling="max")
+    assert mean.shape == (3,) and ((0 <= mean) & (mean <= 1)).all() and (mx >= mean - 1e-6).all()
+
+
+def test_roberta_style_base_without_token_type_ids(tiny_roberta_dir, tmp_path):
+    model = ProxyModel.from_base(tiny_roberta_dir, max_length=64, stride=8)
+    assert model.encoder.config.model_type == "roberta"
+    texts, spans = colour_data(6, 3)
+    batch = collate(span_examples(model.tokenizer, INSTR, texts, spans, max_length=48, stride=8))
+    assert "token_type_ids" not in batch
+    assert torch.isfinite(model.loss(batch))
+    model.save(tmp_path / "rob")
+    proxy = Proxy.load(tmp_path / "rob", device="cpu")
+    docs = [" ".join(texts * 5)]
+    for doc, found in zip(docs, proxy.extract(docs, INSTR, threshold=0.0)):
+        assert all(s.text == doc[s.start : s.end] for s in found)
+    assert proxy.label_scores(docs, INSTR).shape == (1,)
+
+
+def test_run_epoch_under_ddp(tiny_roberta_dir):
+    """One-process gloo DDP: forward through the wrapper, loss outside it, one-kind batches."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        model = DistributedDataParallel(ProxyModel.from_base(tiny_roberta_dir, max_length=64))
+        tok = model.module.tokenizer
+        texts, spans = colour_data(8, 4)
+        loader = [collate(label_examples(tok, "is it red?", texts[:4], [True, False, True, False])),
+                  collate(span_examples(tok, INSTR, texts[4:], spans[4:])),
+                  collate(label_examples(tok, "is it red?", texts[4:], [False, True, False, True]))]
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        losses = [run_epoch(model, loader, opt) for _ in range(2)]
+        assert all(np.isfinite(losses))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_learns_to_extract_colours():
+    torch.manual_seed(0)
+    model = ProxyModel.from_base("minilm")
+    for p in model.encoder.embeddings.parameters():  # speed only: halves optimizer work
+        p.requires_grad_(False)
+    texts, spans = colour_data(40, 5)
+    examples = span_examples(model.tokenizer, INSTR, texts, spans, max_length=64, stride=16)
+    loader = DataLoader(examples, batch_size=10, shuffle=True, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    losses = [run_epoch(model, loader, opt) for _ in range(3)]
+    assert losses[-1] < 0.3 * losses[0], losses
+
+    test_texts, test_spans = colour_data(10, 6)
+    found = Proxy(model, device="cpu").extract(test_texts, INSTR)
+    for doc, doc_spans in zip(test_texts, found):
+        assert all(s.text == doc[s.start : s.end] for s in doc_spans)
+    assert span_f1([[(s.start, s.end) for s in f] for f in found], test_spans) > 0.8
