@@ -51,6 +51,12 @@ def _config(config: Path | None, run: RunDir | None = None, **flags) -> RunConfi
     return merge(base, flags)
 
 
+def _existing_run(path: Path) -> RunDir:
+    run = RunDir(path)
+    run.require(run.plan, "plan")
+    return run
+
+
 def _show(report: dict, run: RunDir) -> None:
     from rich.table import Table
 
@@ -144,11 +150,11 @@ def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(he
     """Annotate a sample of the corpus with the teacher (cached: a rerun pays nothing)."""
     from falconer_ray.pipeline import stage_annotate
 
-    run = RunDir(run_dir)
+    run = _existing_run(run_dir)
     cfg = _config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate)
     if not cfg.corpus:
         raise ValueError("no corpus recorded for this run: pass --corpus PATH")
-    cfg.save(run.create().path)
+    cfg.save(run.path)
     stats = stage_annotate(run, cfg)
     print(json.dumps(stats, indent=2))
 
@@ -160,7 +166,7 @@ def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option()] = N
     """Fine-tune the proxy on the run's annotations with Ray Train."""
     from falconer_ray.pipeline import stage_train
 
-    run = RunDir(run_dir)
+    run = _existing_run(run_dir)
     cfg = _config(None, run, **{"train.epochs": epochs, "train.num_workers": workers})
     cfg.save(run.path)
     print(json.dumps(stage_train(run, cfg), indent=2))
@@ -172,7 +178,7 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
     """Mine the corpus with the trained proxy and write results/, errors/ and report.json."""
     from falconer_ray.pipeline import finish, stage_mine
 
-    run_path = RunDir(run_dir)
+    run_path = _existing_run(run_dir)
     cfg = _config(None, run_path, corpus=str(corpus.resolve()) if corpus else None)
     stage_mine(run_path, cfg)
     _show(finish(run_path), run_path)

@@ -36,6 +36,10 @@ Request: Which emails are spam or phishing?
 Filter: Is the email spam? OR Is the email phishing?
 Extract: none
 
+Request: Find the dishes that diners praise in positive restaurant reviews.
+Filter: Is the review positive?
+Extract: dish: Which dishes are praised?
+
 Request: Pull out the cities mentioned in travel blog posts written in a negative tone.
 Filter: Is the post about travel? AND Is the tone negative?
 Extract: city: Which cities are mentioned?
@@ -48,9 +52,9 @@ root     ::= " " filter "\nExtract: " extract "\n"
 filter   ::= "none" | clause (joiner clause){0,3}
 clause   ::= ("NOT ")? question
 joiner   ::= " AND " | " OR "
-question ::= [A-Z] [^?\n]{2,120} "?"
+question ::= [A-Z] [^?\n]+ "?"
 extract  ::= "none" | field (" ; " field){0,4}
-field    ::= [a-z] [a-z_]{0,23} ": " question
+field    ::= [a-z] [a-z_]* ": " question
 """
 
 STOPWORDS = {"is", "are", "does", "do", "did", "the", "a", "an", "of", "about", "this", "that", "what",

@@ -184,12 +184,15 @@ def span_messages(instruction: str, doc: str) -> list[dict[str, str]]:
 def span_grammar(max_items: int = MAX_SPAN_ITEMS, max_chars: int = MAX_SPAN_CHARS) -> str:
     """GBNF for `none` or 1..max_items phrases joined by " | ", ending the line.
 
+    The end may be one or two newlines: models emit "\n\n" as a single token
+    after few-shot blocks, and forbidding it forces them to ramble on.
+
     Every length is bounded because tiny models happily loop forever inside
     structured output. A phrase cannot start with a space or a quote (models
     like to quote), and cannot contain '|' or a newline.
     """
     return (
-        'root ::= " "? answer "\\n"?\n'
+        'root ::= " "? answer ("\\n" "\\n"?)?\n'
         f'answer ::= "none" | item (" | " item){{0,{max_items - 1}}}\n'
         f'item ::= [^|\\n\\r "] [^|\\n\\r]{{0,{max_chars - 1}}}\n'
     )
