@@ -23,10 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-from falconer_ray.annotate.validate import validate_spans
-from falconer_ray.spans import span_f1
-from falconer_ray.teacher.embedded import EmbeddedTeacher
-from falconer_ray.teacher.prompts import PROMPT_VERSION
+if __package__ in (None, "") and importlib.util.find_spec("falconer_ray") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from falconer_ray.annotate.validate import validate_spans  # noqa: E402
+from falconer_ray.spans import span_f1  # noqa: E402
+from falconer_ray.teacher.embedded import EmbeddedTeacher  # noqa: E402
+from falconer_ray.teacher.prompts import PROMPT_VERSION  # noqa: E402
 
 LABEL_INSTRUCTION = "Is this movie review positive?"
 SPAN_INSTRUCTION = "Extract the names of people."
@@ -155,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[-1]
             print(f"done {model}/{style}: acc={r['label_acc']} f1={r['span_f1']}", file=sys.stderr)
 
-    head = f"{'model':14} {'style':8} {'acc':>6} {'auc':>6} {'P(yes)':>7} {'lab/s':>7} {'spanF1':>7} {'span/s':>7}  rejected"
+    head = (
+        f"{'model':14} {'style':8} {'acc':>6} {'auc':>6} {'P(yes)':>7} {'lab/s':>7} "
+        f"{'spanF1':>7} {'span/s':>7}  rejected"
+    )
     print(f"prompt {PROMPT_VERSION}; labels n={args.n}, spans n={args.n_spans}")
     print(head)
     for r in rows:

@@ -44,6 +44,8 @@ class MineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(64, ge=1, le=4096, description="Documents per map_batches call.")
     actors: int | None = Field(None, ge=1, le=10_000, description="Max proxy actors (default: one per CPU, or per GPU).")
+    min_actors: int | None = Field(None, ge=1, le=10_000, description="Autoscaling floor of the actor pool (default: the max).")
+    block_bytes: int = Field(512 * 1024, ge=16 * 1024, le=1 << 30, description="Target Ray Data block size: smaller blocks spread a few large files over more actors.")
     cpus_per_actor: float = Field(1.0, gt=0, le=64)
     gpus_per_actor: float = Field(0.0, ge=0, le=8)
     label_threshold: float = Field(0.5, ge=0, le=1)

@@ -154,7 +154,9 @@ def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | No
             yield from read_file(Path(p), root, text_field, id_field, text_unit)
 
     ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=max(1, len(files)))
-    ds = ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0.5)
+    # Reading is light next to the model: it claims no CPU slot, so proxy actors that
+    # fill every CPU never starve the reads that feed them.
+    ds = ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0)
     return ds.limit(limit) if limit else ds
 
 

@@ -16,6 +16,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from falconer_ray.config import RunConfig
 from falconer_ray.corpus import read_corpus
@@ -76,7 +77,8 @@ class ProxyStage:
 
 
 def pool_size(cfg: RunConfig) -> tuple[int, int]:
-    """Actor pool bounds for the hardware Ray sees: autoscale from 1 to what fits."""
+    """Actor pool bounds for the hardware Ray sees: as many actors as fit, or a range
+    (`min_actors`) that Ray Data autoscales within on a cluster."""
     import ray
 
     resources = ray.cluster_resources()
@@ -85,13 +87,14 @@ def pool_size(cfg: RunConfig) -> tuple[int, int]:
     else:
         fit = int(resources.get("CPU", 1) / cfg.mine.cpus_per_actor)
     top = max(1, min(fit, cfg.mine.actors or fit))
-    return (1, top) if top > 1 else (1, 1)
+    return min(top, cfg.mine.min_actors or top), top
 
 
 def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
     """Run the proxy over the corpus; write results/, filtered/, errors/ and counts."""
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, DataContext
 
+    DataContext.get_current().target_max_block_size = cfg.mine.block_bytes
     proxy_dir = run.require(run.proxy, "train")
     started = time.monotonic()
     ds = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit)
@@ -135,8 +138,12 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
         staging = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         scanner = rows.scanner(columns=columns, filter=pads.field("status") == wanted)
-        pads.write_dataset(scanner, str(staging), format="parquet", basename_template="part-{i}.parquet",
-                           existing_data_behavior="overwrite_or_ignore")
+        if counts[wanted]:
+            pads.write_dataset(scanner, str(staging), format="parquet", basename_template="part-{i}.parquet",
+                               existing_data_behavior="overwrite_or_ignore")
+        else:  # an empty folder would hide the columns; write an empty table with them
+            staging.mkdir(parents=True)
+            pq.write_table(scanner.projected_schema.empty_table(), staging / "part-0.parquet")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)
     if cfg.mine.jsonl:

@@ -73,7 +73,8 @@ def cached_label(
     """P(yes) per text, calling the teacher only for uncached documents."""
     shown, keys, hits, misses, todo = _lookup(teacher, cache, "label", texts, instruction)
     if todo:
-        fresh = dict(zip(misses, teacher.label(todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo)))))
+        probs = teacher.label(todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo)))
+        fresh = dict(zip(misses, probs))
         if cache is not None:
             cache.put_many(fresh, op="label")
         hits.update(fresh)

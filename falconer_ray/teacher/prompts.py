@@ -59,16 +59,24 @@ LABEL_HEADER = (
     "satisfies the instruction, otherwise no.\n\n"
 )
 
+# Contrastive on purpose: the same instruction appears with a yes and a no, and
+# positive-sounding texts get "no" as often as negative ones get "yes", so the
+# model has to read the instruction instead of answering "yes" to pleasant text.
 LABEL_DEMOS: list[tuple[str, str, str]] = [
     (
-        "Is the customer satisfied with the product?",
+        "Is the customer unhappy with the product?",
         "Battery died after two days and support never answered my emails.",
-        "no",
+        "yes",
     ),
     (
         "Does the text mention a city?",
         "We landed in Lisbon late at night and went straight to the hotel.",
         "yes",
+    ),
+    (
+        "Is the restaurant review positive?",
+        "The soup was cold, the waiter was rude and we waited an hour.",
+        "no",
     ),
     (
         "Is this text about sports?",
@@ -81,8 +89,8 @@ LABEL_DEMOS: list[tuple[str, str, str]] = [
         "yes",
     ),
     (
-        "Does the writer recommend the book?",
-        "I wanted to love it, but I can't recommend it: the middle drags and the ending is unearned.",
+        "Is the speaker angry?",
+        "Thanks so much for the quick delivery, everything arrived in perfect shape.",
         "no",
     ),
     (
@@ -91,14 +99,19 @@ LABEL_DEMOS: list[tuple[str, str, str]] = [
         "yes",
     ),
     (
+        "Does the writer recommend the book?",
+        "I wanted to love it, but I can't recommend it: the middle drags and the ending is unearned.",
+        "no",
+    ),
+    (
+        "Does the text mention a person by name?",
+        "The new bakery on Main Street sells wonderful bread.",
+        "no",
+    ),
+    (
         "Is the text about health or medicine?",
         "Doctors say a short walk after meals can lower blood sugar.",
         "yes",
-    ),
-    (
-        "Is the speaker angry?",
-        "Thanks so much for the quick delivery, everything arrived in perfect shape.",
-        "no",
     ),
 ]
 

@@ -1,0 +1,45 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from sklearn.metrics import f1_score
+
+from falconer_ray.config import RunConfig, merge
+from falconer_ray.spans import locate, span_f1
+
+
+def test_locate_gives_distinct_occurrences():
+    doc = "Anna met Bob. Anna left."
+    taken = set()
+    first, second = locate(doc, "Anna", taken), locate(doc, "Anna", taken)
+    assert (first.start, second.start) == (0, 14)
+    assert locate(doc, "Anna", taken) is None
+    assert locate(doc, "Carl") is None and locate(doc, "  ") is None
+
+
+@given(st.text(min_size=1, max_size=80), st.data())
+def test_located_spans_are_exact_substrings(doc, data):
+    i = data.draw(st.integers(0, len(doc) - 1))
+    j = data.draw(st.integers(i + 1, len(doc)))
+    span = locate(doc, doc[i:j])
+    if doc[i:j].strip():
+        assert span is not None and doc[span.start:span.end] == doc[i:j] and span.start <= i
+
+
+def test_span_f1_matches_scikit_learn_on_a_shared_index():
+    pred = [[(0, 4), (9, 12)], [], [(3, 5)]]
+    gold = [[(0, 4)], [(1, 2)], [(3, 5)]]
+    universe = sorted({(d, s) for d, doc in enumerate(pred) for s in doc} | {(d, s) for d, doc in enumerate(gold) for s in doc})
+    y_pred = [int(s in pred[d]) for d, s in universe]
+    y_true = [int(s in gold[d]) for d, s in universe]
+    assert span_f1(pred, gold) == pytest.approx(f1_score(y_true, y_pred))
+    assert span_f1([[]], [[]]) == 1.0
+
+
+def test_config_merge_and_validation():
+    cfg = merge(RunConfig(), {"train.epochs": 3, "mine.jsonl": True, "limit": None})
+    assert cfg.train.epochs == 3 and cfg.mine.jsonl and cfg.limit is None
+    with pytest.raises(ValidationError):
+        merge(RunConfig(), {"train.epochs": 0})
+    with pytest.raises(ValidationError):
+        RunConfig.model_validate({"unknown_setting": 1})
