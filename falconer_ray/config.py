@@ -37,6 +37,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(8, ge=1, le=1024, description="Examples per worker per step.")
     num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="One GPU per Ray Train worker.")
+    balance: bool = Field(False, description="Up-weight the rarer label class; off keeps the teacher's prior, which agreement rewards.")
     heldout: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of annotated documents held out for agreement.")
 
 

@@ -34,7 +34,7 @@ def build_examples(plan: Plan, rows: list[dict], tokenizer, cfg: RunConfig) -> t
         spans = [[(s["start"], s["end"]) for s in r["spans"][step.id]] for r in rows]
         examples += span_examples(tokenizer, step.instruction, texts, spans, **kw)
     pos_weight = None
-    if positives and negatives:
+    if cfg.train.balance and positives and negatives:
         pos_weight = min(5.0, max(0.2, negatives / positives))
     return examples, pos_weight
 
