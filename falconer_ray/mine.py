@@ -15,6 +15,7 @@ import shutil
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -72,7 +73,8 @@ class ProxyStage:
             for i, spans in zip(kept, found):
                 out[f"span_{step.id}"][i] = [s.to_dict() for s in spans]
         if self.cfg.mine.keep_text:
-            out["text"] = [rows[i]["text"] if i in set(kept) else None for i in range(len(rows))]
+            kept_set = set(kept)
+            out["text"] = [r["text"] if i in kept_set else None for i, r in enumerate(rows)]
         return pa.table(out, schema=self.schema)
 
 
@@ -127,7 +129,7 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
     """Split the mined rows by status into their folders, each committed atomically."""
     rows = pads.dataset(str(run.rows), format="parquet", schema=output_schema(plan, cfg.mine.keep_text))
     status = rows.to_table(columns=["status"]).column("status")
-    counts = {s: int(pa.compute.sum(pa.compute.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}
+    counts = {s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}
     label_cols = [f"label_{s.id}" for s in plan.label_steps]
     targets = {
         run.results: ("kept", None),
