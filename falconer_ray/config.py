@@ -43,7 +43,8 @@ class TrainConfig(BaseModel):
 
 class MineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    batch_size: int = Field(64, ge=1, le=4096, description="Documents per map_batches call.")
+    batch_size: int | None = Field(None, ge=1, le=65_536, description="Documents per map_batches call (default: 64 on CPU, 2048 on GPU).")
+    forward_batch: int | None = Field(None, ge=1, le=4096, description="Windows per forward pass (default: 32 on CPU, 256 on GPU).")
     actors: int | None = Field(None, ge=1, le=10_000, description="Max proxy actors (default: one per CPU, or per GPU).")
     min_actors: int | None = Field(None, ge=1, le=10_000, description="Autoscaling floor of the actor pool (default: the max).")
     block_bytes: int = Field(512 * 1024, ge=16 * 1024, le=1 << 30, description="Target Ray Data block size: smaller blocks spread a few large files over more actors.")
@@ -53,6 +54,13 @@ class MineConfig(BaseModel):
     span_threshold: float = Field(0.5, ge=0, le=1)
     keep_text: bool = Field(False, description="Copy document text into results.")
     jsonl: bool = Field(False, description="Also write results as JSONL.")
+
+
+    def docs_per_call(self) -> int:
+        return self.batch_size or (2048 if self.gpus_per_actor else 64)
+
+    def windows_per_forward(self) -> int:
+        return self.forward_batch or (256 if self.gpus_per_actor else 32)
 
 
 class RunConfig(BaseModel):

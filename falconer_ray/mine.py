@@ -47,7 +47,7 @@ class ProxyStage:
         torch.set_num_threads(max(1, threads))
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
-        self.proxy = Proxy.load(proxy_dir)
+        self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward())
         self.schema = output_schema(self.plan, self.cfg.mine.keep_text)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -105,7 +105,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
     ds = ds.map_batches(
         ProxyStage,
         fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads),
-        batch_size=cfg.mine.batch_size,
+        batch_size=cfg.mine.docs_per_call(),
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=low, max_size=high),
         num_cpus=cfg.mine.cpus_per_actor,

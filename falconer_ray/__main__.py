@@ -1,0 +1,5 @@
+"""`python -m falconer_ray ...` is the `falconer` command."""
+
+from falconer_ray.cli import main
+
+main()

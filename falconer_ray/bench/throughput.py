@@ -1,0 +1,173 @@
+"""`falconer bench throughput`: teacher vs proxy pipeline vs bare forward, in one run.
+
+Three rates on the same documents and the same machine:
+- teacher: the LLM answering get_label and get_span per document;
+- proxy pipeline: `falconer run`'s mining stage (Ray Data read -> proxy actors ->
+  Parquet), with a one-step plan per primitive;
+- bare forward: the proxy's forward pass alone over the same pre-tokenized
+  batches, in as many single-thread workers as the pipeline has actors, all
+  timed over one shared window. That is the practical limit of this hardware;
+  `overhead` is how far the pipeline falls short of it.
+Whole-plan rates (label then span on every document) combine the two primitives'
+times per document.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from falconer_ray.config import RunConfig, merge
+from falconer_ray.plan import Plan, Step
+from falconer_ray.progress import console
+
+LABEL_INSTRUCTION = "Is this review positive?"
+SPAN_INSTRUCTION = "Extract the names of people mentioned."
+
+
+def _combined(a: float, b: float) -> float:
+    """Docs/s of doing both: per-document times add."""
+    return 1.0 / (1.0 / a + 1.0 / b)
+
+
+def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
+    """The teacher's docs/s per primitive, uncached, on `texts`."""
+    from falconer_ray.pipeline import make_run_teacher
+    from falconer_ray.progress import progress
+
+    teacher = make_run_teacher(cfg)
+    out = {"model": cfg.teacher.model, "docs": len(texts)}
+    for name, call, instruction in (("get_label", teacher.label, LABEL_INSTRUCTION),
+                                    ("get_span", teacher.extract, SPAN_INSTRUCTION)):
+        with progress(f"teacher {name}", len(texts)) as advance:
+            start = time.perf_counter()
+            done = 0
+
+            def tick(n_done: int) -> None:
+                nonlocal done
+                advance(n_done - done)
+                done = n_done
+
+            call(texts, instruction, on_progress=tick)
+            out[name] = len(texts) / (time.perf_counter() - start)
+    return out
+
+
+def _bare_worker(proxy_dir: str, texts: list[str], instruction: str, batch_size: int, threads: int,
+                 device: str, start_at: float, seconds: float) -> tuple[int, float]:
+    """One worker sized like a mining actor: tokenize first, then forward only, inside the shared window."""
+    import torch
+
+    from falconer_ray.proxy import Proxy, encode_windows
+
+    torch.set_num_threads(threads)
+    proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size)
+    windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
+    batches = list(proxy.tensor_batches(windows))
+    per_window = len(texts) / len(windows)
+    with torch.inference_mode():
+        batches = [(idx, *(None if t is None else t.to(proxy.device) for t in rest)) for idx, *rest in batches]
+        proxy.model(*batches[0][1:])  # warm-up
+        time.sleep(max(0.0, start_at - time.time()))
+        start, done, k = time.time(), 0.0, 0
+        while time.time() - start < seconds:
+            idx, ids, mask, types = batches[k % len(batches)]
+            proxy.model(ids, mask, types)
+            done += len(idx) * per_window
+            k += 1
+        if proxy.device.type == "cuda":
+            torch.cuda.synchronize()
+    return int(done), time.time() - start
+
+
+def bare_forward_rate(proxy_dir: str, texts: list[str], instruction: str, workers: int,
+                      cfg: RunConfig, seconds: float) -> float:
+    """Docs/s of `workers` forward loops at once, each a Ray task with a mining actor's resources."""
+    import ray
+
+    gpus = cfg.mine.gpus_per_actor
+    task = ray.remote(num_cpus=cfg.mine.cpus_per_actor, num_gpus=gpus or None)(_bare_worker)
+    shards = [texts[i::workers] for i in range(workers)]
+    start_at = time.time() + 20.0  # room to load and tokenize before the shared window opens
+    args = (instruction, cfg.mine.windows_per_forward(), max(1, int(cfg.mine.cpus_per_actor)), "cuda" if gpus else "cpu")
+    results = ray.get([task.remote(proxy_dir, s, *args, start_at, seconds) for s in shards])
+    return sum(done / secs for done, secs in results)
+
+
+def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, actors: int, work: Path) -> float:
+    """Docs/s of the real mining stage with a fixed pool of `actors`."""
+    from falconer_ray.mine import mine
+    from falconer_ray.rundir import RunDir
+
+    run = RunDir(work / f"{plan.steps[0].id}-{actors}").create()
+    if not run.proxy.exists():
+        run.proxy.symlink_to(proxy_dir, target_is_directory=True)
+    cfg = merge(cfg, {"corpus": str(corpus), "id_field": "id", "mine.actors": actors, "mine.min_actors": actors})
+    stats = mine(plan, cfg, run)
+    if stats["docs_error"]:
+        raise RuntimeError(f"{stats['docs_error']} documents failed during the benchmark; see {run.errors}")
+    return stats["docs_in"] / stats["mine_s"]
+
+
+def fresh_proxy(cfg: RunConfig, folder: Path) -> Path:
+    """An untrained proxy of the configured base: throughput does not depend on weights."""
+    from falconer_ray.proxy import ProxyModel
+
+    ProxyModel.from_base(cfg.proxy.base, max_length=cfg.proxy.max_length, stride=cfg.proxy.stride).save(folder)
+    return folder
+
+
+def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int], cfg: RunConfig,
+                   proxy_dir: str | None = None, bare_seconds: float = 30.0) -> dict:
+    from falconer_ray.bench.corpus import bench_texts, write_corpus
+    from falconer_ray.ray_env import init_ray
+
+    texts = bench_texts(docs, source)
+    top = max(actors)
+    with tempfile.TemporaryDirectory(prefix="falconer-bench-") as tmp:
+        work = Path(tmp)
+        corpus = write_corpus(texts, work / "corpus")
+        proxy = Path(proxy_dir).resolve() if proxy_dir else fresh_proxy(cfg, work / "proxy")
+        console.print(f"[bold]teacher[/] on {min(teacher_docs, docs)} of the documents")
+        teacher = teacher_rates(texts[:teacher_docs], cfg)
+        init_ray()
+        plans = {"get_label": Plan(steps=[Step(id="label", op="get_label", instruction=LABEL_INSTRUCTION)]),
+                 "get_span": Plan(steps=[Step(id="span", op="get_span", instruction=SPAN_INSTRUCTION)])}
+        scaling = {}
+        for n in sorted(set(actors)):
+            console.print(f"[bold]proxy pipeline[/] get_label, {n} actor(s), {docs} documents")
+            scaling[n] = pipeline_rate(corpus, proxy, plans["get_label"], cfg, n, work)
+        result: dict = {}
+        for name, plan in plans.items():
+            instruction = plan.steps[0].instruction
+            proxy_rate = scaling[top] if name == "get_label" else None
+            if proxy_rate is None:
+                console.print(f"[bold]proxy pipeline[/] {name}, {top} actor(s), {docs} documents")
+                proxy_rate = pipeline_rate(corpus, proxy, plan, cfg, top, work)
+            console.print(f"[bold]bare forward[/] {name}, {top} worker(s), {bare_seconds:.0f}s")
+            bare = bare_forward_rate(str(proxy), texts, instruction, top, cfg, bare_seconds)
+            result[name] = {"teacher_docs_per_s": teacher[name], "proxy_docs_per_s": proxy_rate,
+                            "bare_forward_docs_per_s": bare}
+    both = {key: _combined(result["get_label"][key], result["get_span"][key]) for key in result["get_label"]}
+    out = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "docs": docs, "source": source, "teacher_docs": teacher["docs"], "teacher_model": teacher["model"],
+        "proxy_base": cfg.proxy.base, "actors": top, "forward_batch": cfg.mine.windows_per_forward(),
+        **both, **{name: dict(r) for name, r in result.items()},
+        "actor_scaling": {str(n): r for n, r in scaling.items()},
+    }
+    for r in (out, out["get_label"], out["get_span"]):
+        r["speedup_vs_teacher"] = r["proxy_docs_per_s"] / r["teacher_docs_per_s"]
+        r["overhead"] = 1.0 - r["proxy_docs_per_s"] / r["bare_forward_docs_per_s"]
+    if len(scaling) > 1:
+        out["actor_scaling"]["ratio_max_vs_min"] = scaling[top] / scaling[min(scaling)]
+    return _rounded(out)
+
+
+def _rounded(d):
+    if isinstance(d, dict):
+        return {k: _rounded(v) for k, v in d.items()}
+    return round(d, 3) if isinstance(d, float) else d

@@ -1,0 +1,52 @@
+"""`falconer bench`: the benchmarks run end to end on tiny inputs and report consistent numbers.
+
+They are not timed tests: only structure and internal consistency are checked here;
+the figures themselves go to docs/RESULTS.md.
+"""
+
+import pytest
+from typer.testing import CliRunner
+
+from falconer_ray.bench.throughput import _combined
+from falconer_ray.cli import app
+from falconer_ray.config import RunConfig
+
+
+def test_combined_rate_adds_per_document_times():
+    assert _combined(2.0, 2.0) == pytest.approx(1.0)
+    assert _combined(1.0, 1e9) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args", [["throughput", "--actors", "0"], ["throughput", "--actors", "one"],
+                                  ["memory", "--docs", "10,x"]])
+def test_bad_bench_arguments_are_clear_errors(args):
+    result = CliRunner().invoke(app, ["bench", *args])
+    assert result.exit_code == 2
+    assert "must be" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_throughput_reports_every_rate_and_ratio(ray_local, cache_dir):
+    from falconer_ray.bench.throughput import run_throughput
+
+    out = run_throughput(24, "rotten_tomatoes", 2, [1, 2], RunConfig(cache_dir=cache_dir), bare_seconds=2)
+    assert out["docs"] == 24 and out["teacher_docs"] == 2 and out["actors"] == 2
+    for part in (out, out["get_label"], out["get_span"]):
+        for key in ("teacher_docs_per_s", "proxy_docs_per_s", "bare_forward_docs_per_s"):
+            assert part[key] > 0, key
+        assert part["speedup_vs_teacher"] == pytest.approx(part["proxy_docs_per_s"] / part["teacher_docs_per_s"], rel=0.01)
+        assert part["overhead"] == pytest.approx(1 - part["proxy_docs_per_s"] / part["bare_forward_docs_per_s"], abs=0.01)
+    assert set(out["actor_scaling"]) == {"1", "2", "ratio_max_vs_min"}
+
+
+@pytest.mark.slow
+def test_memory_bench_runs_whole_mine_at_each_size(tmp_path, monkeypatch):
+    from falconer_ray.bench.memory import run_memory
+
+    monkeypatch.setenv("FALCONER_CACHE", str(tmp_path / "cache"))
+    out = run_memory([12, 30], "rotten_tomatoes", n_annotate=10, epochs=1, work=tmp_path)
+    assert set(out["runs"]) == {"12", "30"}
+    for n, run in out["runs"].items():
+        assert run["docs_in"] == int(n)
+        assert run["peak_pss_mb"] > 100 and run["peak_driver_rss_mb"] > 100
+    assert "growth_largest_vs_smallest" in out
