@@ -114,7 +114,7 @@ class Plan(BaseModel):
     def from_json(cls, text: str, source: str = "plan") -> Plan:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, huge ints, deep nesting
             raise PlanError(f"{source} is not valid JSON: {e}") from None
         try:
             return cls.model_validate(data)
