@@ -199,6 +199,39 @@ def demo(out: Out = Path("runs/imdb-demo"),
     _show(mine_all(cfg, out), RunDir(out))
 
 
+Replicas = Annotated[int, typer.Option(min=1, help="Serve replicas, each holding one proxy (resources as a mining actor).")]
+
+
+@app.command("serve")
+@_friendly
+def serve_cmd(
+    run_dir: RunPath,
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the server off the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65_535, help="Port to listen on.")] = 8000,
+    replicas: Replicas = 1,
+    max_batch: Annotated[int, typer.Option(min=1, max=65_536, help="Most texts one request may carry.")] = 64,
+    max_request_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body, in bytes.")] = 1 << 20,
+    token_env: Annotated[Optional[str], typer.Option(help="Require `Authorization: Bearer TOKEN`, TOKEN read from this environment variable.")] = None,
+):
+    """Serve the run's trained pipeline over HTTP with Ray Serve, until Ctrl-C.
+
+    POST /v1/mine {"texts": [...]} answers each text as `falconer run` would (labels, kept, spans);
+    GET /v1/plan shows the plan and thresholds; GET /healthz needs no token.
+
+    Example: FALCONER_TOKEN=$(openssl rand -hex 16) falconer serve runs/people --port 8000 --token-env FALCONER_TOKEN
+    """
+    from falconer_ray import serve as server
+
+    run_path = _existing_run(run_dir)
+    token = server.token_from_env(token_env) if token_env else None
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(f"warning: listening on {host} without --token-env: anyone who can reach it can use it",
+                    fg="yellow", err=True)
+    url = server.start(run_path, host, port, replicas, max_batch, max_request_bytes, token)
+    typer.echo(f"serving {run_path.path} at {url}  (POST {url}/v1/mine, GET {url}/healthz; Ctrl-C stops)")
+    server.serve_until_interrupted()
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (and write them with --json).")
 app.add_typer(bench_app, name="bench")
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
@@ -256,6 +289,8 @@ def bench_memory(
     source: Source = "rotten_tomatoes",
     n_annotate: Annotated[int, typer.Option(min=10, help="Documents the teacher annotates per run.")] = 40,
     epochs: Annotated[int, typer.Option(min=1, help="Proxy training epochs per run.")] = 1,
+    keep_all: Annotated[bool, typer.Option("--keep-all/--no-keep-all",
+                                           help="Label threshold 0: every document goes on to span extraction.")] = True,
     json_file: JsonOut = None,
 ):
     """Peak memory (PSS of the whole process tree) of `falconer mine` at each corpus size.
@@ -264,7 +299,28 @@ def bench_memory(
     """
     from falconer_ray.bench.memory import run_memory
 
-    _emit(run_memory(_int_list(docs, "--docs"), source, n_annotate, epochs), json_file)
+    _emit(run_memory(_int_list(docs, "--docs"), source, n_annotate, epochs, keep_all), json_file)
+
+
+@bench_app.command("serve")
+@_friendly
+def bench_serve(
+    run_dir: RunPath,
+    requests: Annotated[int, typer.Option(min=1, max=1_000_000, help="Requests to send in all.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Clients sending at once.")] = 8,
+    texts_per_request: Annotated[int, typer.Option(min=1, max=65_536, help="Documents in each request.")] = 4,
+    replicas: Replicas = 1,
+    source: Source = "imdb",
+    json_file: JsonOut = None,
+):
+    """Load-test `falconer serve` on 127.0.0.1: p50/p99 latency, docs/s, requests/s, errors.
+
+    Example: falconer bench serve runs/people --requests 200 --concurrency 8 --texts-per-request 4 --json bench/serve.json
+    """
+    from falconer_ray.bench.serve import run_serve_bench
+
+    _existing_run(run_dir)
+    _emit(run_serve_bench(run_dir, requests, concurrency, texts_per_request, source, replicas), json_file)
 
 
 def main() -> None:  # pragma: no cover

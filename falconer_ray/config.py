@@ -43,7 +43,7 @@ class TrainConfig(BaseModel):
 
 class MineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    batch_size: int | None = Field(None, ge=1, le=65_536, description="Documents per map_batches call (default: 64 on CPU, 2048 on GPU).")
+    batch_size: int | None = Field(None, ge=1, le=65_536, description="Documents per map_batches call (default: 512 on CPU, 2048 on GPU: larger calls sort more documents by length, so batches pad less).")
     forward_batch: int | None = Field(None, ge=1, le=4096, description="Windows per forward pass (default: 32 on CPU, 256 on GPU).")
     actors: int | None = Field(None, ge=1, le=10_000, description="Max proxy actors (default: one per CPU, or per GPU).")
     min_actors: int | None = Field(None, ge=1, le=10_000, description="Autoscaling floor of the actor pool (default: the max).")
@@ -54,10 +54,11 @@ class MineConfig(BaseModel):
     span_threshold: float = Field(0.5, ge=0, le=1)
     keep_text: bool = Field(False, description="Copy document text into results.")
     jsonl: bool = Field(False, description="Also write results as JSONL.")
-
+    actor_restarts: int = Field(-1, ge=-1, le=10_000, description="Times Ray restarts a proxy actor whose process died (-1: no limit).")
+    task_retries: int = Field(3, ge=-1, le=10_000, description="Times a batch is retried after its actor died: a batch that keeps killing its actor fails the run instead of looping (-1: no limit).")
 
     def docs_per_call(self) -> int:
-        return self.batch_size or (2048 if self.gpus_per_actor else 64)
+        return self.batch_size or (2048 if self.gpus_per_actor else 512)
 
     def windows_per_forward(self) -> int:
         return self.forward_batch or (256 if self.gpus_per_actor else 32)

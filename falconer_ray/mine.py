@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +24,7 @@ from falconer_ray.config import RunConfig
 from falconer_ray.corpus import read_corpus
 from falconer_ray.plan import Plan
 from falconer_ray.rundir import RunDir, write_json
+from falconer_ray.spans import Span
 
 SPAN_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]))
 
@@ -34,6 +36,47 @@ def output_schema(plan: Plan, keep_text: bool) -> pa.Schema:
     if keep_text:
         fields.append(("text", pa.string()))
     return pa.schema(fields)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One document's answer to a plan: every label score, whether `keep` holds, and
+    (only when kept) the spans of every span step."""
+
+    kept: bool
+    labels: dict[str, float]
+    spans: dict[str, list[Span]]
+
+    def to_dict(self) -> dict:
+        return {"kept": self.kept, "labels": self.labels,
+                "spans": {k: [s.to_dict() for s in v] for k, v in self.spans.items()}}
+
+
+def apply_plan(proxy, plan: Plan, cfg: RunConfig, texts: list[str]) -> list[Answer]:
+    """Labels for every text, the `keep` condition, then spans for the kept texts only.
+
+    The one place a plan meets the proxy: the mining actors and the online server
+    both call it, so a document gets the same answer in a batch run and over HTTP.
+    Texts go through each step together, so callers pass whole batches.
+    """
+    if not texts:
+        return []
+    labels: list[dict[str, float]] = [{} for _ in texts]
+    said_yes: list[dict[str, bool]] = [{} for _ in texts]
+    for step in plan.label_steps:
+        scores = proxy.label_scores(texts, step.instruction, pooling=cfg.proxy.label_pooling)
+        for doc, yes, score in zip(labels, said_yes, map(float, scores)):
+            doc[step.id] = score  # decide on the stored float64 score, not the float32 one
+            yes[step.id] = score >= cfg.mine.label_threshold
+    kept = [plan.keeps(yes) for yes in said_yes]
+    kept_at = [j for j, k in enumerate(kept) if k]
+    spans: list[dict[str, list[Span]]] = [{} for _ in texts]
+    for step in plan.span_steps:
+        found = proxy.extract([texts[j] for j in kept_at], step.instruction,
+                              threshold=cfg.mine.span_threshold) if kept_at else []
+        for j, doc_spans in zip(kept_at, found):
+            spans[j][step.id] = doc_spans
+    return [Answer(k, doc_labels, doc_spans) for k, doc_labels, doc_spans in zip(kept, labels, spans)]
 
 
 class ProxyStage:
@@ -53,28 +96,20 @@ class ProxyStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ok = [i for i, r in enumerate(rows) if not r["error"]]
-        texts = [rows[i]["text"] for i in ok]
         out = {f.name: [None] * len(rows) for f in self.schema}
         out["doc_id"] = [r["doc_id"] for r in rows]
         out["error"] = [r["error"] for r in rows]
         out["status"] = ["error" if r["error"] else "filtered" for r in rows]
-        answers: list[dict[str, bool]] = [{} for _ in ok]
-        for step in self.plan.label_steps:
-            scores = self.proxy.label_scores(texts, step.instruction, pooling=self.cfg.proxy.label_pooling) if texts else []
-            for j, (i, s) in enumerate(zip(ok, scores)):
-                out[f"label_{step.id}"][i] = float(s)
-                answers[j][step.id] = bool(s >= self.cfg.mine.label_threshold)
-        kept = [i for j, i in enumerate(ok) if self.plan.keeps(answers[j])]
-        for i in kept:
-            out["status"][i] = "kept"
-        kept_texts = [rows[i]["text"] for i in kept]
-        for step in self.plan.span_steps:
-            found = self.proxy.extract(kept_texts, step.instruction, threshold=self.cfg.mine.span_threshold) if kept_texts else []
-            for i, spans in zip(kept, found):
-                out[f"span_{step.id}"][i] = [s.to_dict() for s in spans]
+        answers = apply_plan(self.proxy, self.plan, self.cfg, [rows[i]["text"] for i in ok])
+        for i, answer in zip(ok, answers):
+            for step_id, score in answer.labels.items():
+                out[f"label_{step_id}"][i] = score
+            if answer.kept:
+                out["status"][i] = "kept"
+                for step_id, spans in answer.spans.items():
+                    out[f"span_{step_id}"][i] = [s.to_dict() for s in spans]
         if self.cfg.mine.keep_text:
-            kept_set = set(kept)
-            out["text"] = [r["text"] if i in kept_set else None for i, r in enumerate(rows)]
+            out["text"] = [r["text"] if s == "kept" else None for r, s in zip(rows, out["status"])]
         return pa.table(out, schema=self.schema)
 
 
@@ -110,9 +145,16 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
         compute=ActorPoolStrategy(min_size=low, max_size=high),
         num_cpus=cfg.mine.cpus_per_actor,
         num_gpus=cfg.mine.gpus_per_actor or None,
+        # A dead actor process (OOM, SIGKILL, lost node) is restarted by Ray and its
+        # in-flight batches rerun; set here, not left to Ray Data's defaults (-1/-1 in
+        # 2.60), so a batch that keeps killing its actor fails instead of looping.
+        max_restarts=cfg.mine.actor_restarts,
+        max_task_retries=cfg.mine.task_retries,
     )
     shutil.rmtree(run.rows, ignore_errors=True)
-    ds.write_parquet(str(run.rows))
+    # Writes ask for no CPU, as reads do: the actors hold every core, and writes that
+    # wait for one would hold all output in the object store until the last batch.
+    ds.write_parquet(str(run.rows), ray_remote_args={"num_cpus": 0})
     mined_s = time.monotonic() - started
     counts = split_outputs(plan, cfg, run)
     read = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit).count()

@@ -47,6 +47,6 @@ def test_memory_bench_runs_whole_mine_at_each_size(tmp_path, monkeypatch):
     out = run_memory([12, 30], "rotten_tomatoes", n_annotate=10, epochs=1, work=tmp_path)
     assert set(out["runs"]) == {"12", "30"}
     for n, run in out["runs"].items():
-        assert run["docs_in"] == int(n)
+        assert run["docs_in"] == run["docs_kept"] == int(n)  # keep_all: every document reaches span extraction
         assert run["peak_pss_mb"] > 100 and run["peak_driver_rss_mb"] > 100
     assert "growth_largest_vs_smallest" in out

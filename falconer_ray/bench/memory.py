@@ -72,8 +72,10 @@ def watch(cmd: list[str], log: Path, timeout_s: float, interval_s: float = 1.0) 
             "wall_s": round(time.monotonic() - started, 1)}
 
 
-def run_memory(sizes: list[int], source: str, n_annotate: int, epochs: int, work: Path | None = None,
-               timeout_s: float = 3 * 3600) -> dict:
+def run_memory(sizes: list[int], source: str, n_annotate: int, epochs: int, keep_all: bool = True,
+               work: Path | None = None, timeout_s: float = 3 * 3600) -> dict:
+    """`keep_all` sets the label threshold to 0, so every document also goes through span
+    extraction and into results: the heaviest path, whatever a small proxy learned."""
     from falconer_ray.bench.corpus import bench_texts, write_corpus
 
     texts = bench_texts(max(sizes), source)
@@ -82,11 +84,13 @@ def run_memory(sizes: list[int], source: str, n_annotate: int, epochs: int, work
         root = Path(work or tmp)
         plan_file = root / "plan.json"
         PLAN.save(plan_file)
+        config_file = root / "config.yaml"
+        config_file.write_text("mine:\n  label_threshold: 0.0\n" if keep_all else "{}\n")
         for n in sizes:
             corpus = write_corpus(texts[:n], root / f"corpus-{n}")
             out = root / f"run-{n}"
             cmd = [sys.executable, "-m", "falconer_ray", "mine", PLAN.instruction, str(corpus), "--out", str(out),
-                   "--plan", str(plan_file), "--id-field", "id", "--n-annotate", str(n_annotate),
+                   "--plan", str(plan_file), "--config", str(config_file), "--id-field", "id", "--n-annotate", str(n_annotate),
                    "--epochs", str(epochs)]
             console.print(f"[bold]falconer mine[/] on {n} documents (log: {out}.log)")
             stats = watch(cmd, root / f"run-{n}.log", timeout_s)
@@ -94,7 +98,8 @@ def run_memory(sizes: list[int], source: str, n_annotate: int, epochs: int, work
             stats.update(docs_in=report.get("docs_in"), docs_kept=report.get("docs_kept"))
             console.print(f"  peak {stats['peak_pss_mb']} MB (tree PSS), {stats['wall_s']} s")
             results[str(n)] = stats
-    out = {"source": source, "n_annotate": n_annotate, "epochs": epochs, "cpus": os.cpu_count(), "runs": results}
+    out = {"source": source, "n_annotate": n_annotate, "epochs": epochs, "keep_all": keep_all,
+           "cpus": os.cpu_count(), "runs": results}
     small, large = str(min(sizes)), str(max(sizes))
     if small != large:
         out["growth_largest_vs_smallest"] = round(results[large]["peak_pss_mb"] / results[small]["peak_pss_mb"] - 1, 3)

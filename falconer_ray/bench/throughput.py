@@ -155,7 +155,8 @@ def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int],
     out = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "docs": docs, "source": source, "teacher_docs": teacher["docs"], "teacher_model": teacher["model"],
-        "proxy_base": cfg.proxy.base, "actors": top, "forward_batch": cfg.mine.windows_per_forward(),
+        "proxy_base": cfg.proxy.base, "actors": top, "docs_per_call": cfg.mine.docs_per_call(),
+        "forward_batch": cfg.mine.windows_per_forward(),
         **both, **{name: dict(r) for name, r in result.items()},
         "actor_scaling": {str(n): r for n, r in scaling.items()},
     }
