@@ -68,9 +68,10 @@ def _show(report: dict, run: RunDir) -> None:
     t.add_row("teacher", f"{report['teacher']['model']}: {report['teacher']['calls']} calls, "
                          f"{report['teacher']['docs_per_s']} docs/s")
     t.add_row("proxy", f"{report['proxy']['docs_per_s']} docs/s")
-    t.add_row("agreement", json.dumps(report.get("agreement")))
+    agreement = {k: v for k, v in (report.get("agreement") or {}).items() if k != "steps"}
+    t.add_row("agreement", json.dumps(agreement))
     console.print(t)
-    console.print(f"results: {run.results}   errors: {run.errors}   report: {run.report}")
+    console.print(f"results: {run.results}   errors: {run.errors}   report: {run.path / 'report.html'}")
 
 
 @app.command()
@@ -182,6 +183,21 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
     cfg = _config(None, run_path, corpus=str(corpus.resolve()) if corpus else None)
     stage_mine(run_path, cfg)
     _show(finish(run_path), run_path)
+
+
+@app.command("report")
+@_friendly
+def report_cmd(run_dir: RunPath):
+    """Rewrite report.json and report.html of a mined run (e.g. after retraining or editing thresholds).
+
+    report.html is one self-contained page (no network needed): plan, proxy-vs-teacher agreement,
+    label confidence, speed and cost against running the teacher on everything, sample documents.
+
+    Example: falconer report runs/people && xdg-open runs/people/report.html
+    """
+    from falconer_ray.pipeline import refresh_report
+
+    _show(refresh_report(_existing_run(run_dir)), RunDir(run_dir))
 
 
 @app.command()

@@ -87,7 +87,34 @@ def finish(run: RunDir, started: float | None = None) -> dict:
 
     plan = Plan.load(run.plan)
     trained = read_json(run.train_metrics)
-    return build_report(run, plan, None if started is None else time.monotonic() - started, trained.get("agreement"))
+    report = build_report(run, plan, None if started is None else time.monotonic() - started, trained.get("agreement"))
+    write_html(run, report)
+    return report
+
+
+def refresh_report(run: RunDir) -> dict:
+    """Rebuild report.json and report.html of a mined run, keeping its measured wall time."""
+    from falconer_ray.report import build_report
+    from falconer_ray.rundir import read_json
+
+    run.require(run.mine_stats, "run")
+    plan = Plan.load(run.plan)
+    report = build_report(run, plan, read_json(run.report).get("wall_s"), read_json(run.train_metrics).get("agreement"))
+    write_html(run, report)
+    return report
+
+
+def write_html(run: RunDir, report: dict | None = None) -> None:
+    """report.html next to report.json; a rendering failure costs the page, never the run."""
+    from falconer_ray.report_html import write_report_html
+
+    try:
+        path = write_report_html(run, report)
+    except Exception as e:  # the results are written: say what failed and how to retry
+        console.print(f"[yellow]warning:[/] report.html not written ({type(e).__name__}: {e}); "
+                      f"retry with `falconer report {run.path}`")
+        return
+    console.print(f"report: {path}")
 
 
 def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = None) -> dict:

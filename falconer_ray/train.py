@@ -122,23 +122,35 @@ def agreement(plan: Plan, rows: list[dict], proxy_dir: Path, cfg: RunConfig) -> 
 
     held = [r for r in rows if r["split"] == "heldout"]
     if not held:
-        return {"label": None, "span_f1": None, "heldout_docs": 0}
+        return {"label": None, "span_f1": None, "heldout_docs": 0, "steps": {}}
     proxy = Proxy.load(proxy_dir)
     texts = [r["text"] for r in held]
     correct = total = 0
+    steps: dict[str, dict] = {}
     for step in plan.label_steps:
         scores = proxy.label_scores(texts, step.instruction, pooling=cfg.proxy.label_pooling)
+        # Confusion counts with the teacher as truth: "tp" = both say yes.
+        cells = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
         for r, s in zip(held, scores):
-            correct += int((s >= cfg.mine.label_threshold) == (r["labels"][step.id] >= 0.5))
-            total += 1
+            proxy_yes, teacher_yes = s >= cfg.mine.label_threshold, r["labels"][step.id] >= 0.5
+            cells[("t" if proxy_yes == teacher_yes else "f") + ("p" if proxy_yes else "n")] += 1
+        correct += cells["tp"] + cells["tn"]
+        total += len(held)
+        steps[step.id] = {"op": "get_label", "accuracy": round((cells["tp"] + cells["tn"]) / len(held), 4),
+                          "confusion": cells}
     predicted, gold = [], []
     for step in plan.span_steps:
+        step_pred, step_gold = [], []
         for r, found in zip(held, proxy.extract(texts, step.instruction, threshold=cfg.mine.span_threshold)):
-            predicted.append([(s.start, s.end) for s in found])
-            gold.append([(s["start"], s["end"]) for s in r["spans"][step.id]])
+            step_pred.append([(s.start, s.end) for s in found])
+            step_gold.append([(s["start"], s["end"]) for s in r["spans"][step.id]])
+        steps[step.id] = {"op": "get_span", "f1": round(span_f1(step_pred, step_gold), 4)}
+        predicted += step_pred
+        gold += step_gold
     return {
         "label": round(correct / total, 4) if total else None,
         "span_f1": round(span_f1(predicted, gold), 4) if predicted else None,
         "heldout_docs": len(held),
+        "steps": steps,
     }
 

@@ -1,0 +1,223 @@
+"""report.html: one self-contained page a data scientist can open, share and archive.
+
+It reads only what a run directory already holds (report.json, plan, annotations,
+Parquet outputs) and needs no network: styles are inline, charts are inline SVG.
+Document text is untrusted, so everything goes through Jinja's autoescaping; span
+highlights are built from escaped pieces. Label scores are sampled from the Parquet
+outputs so the page renders in seconds on a run of any size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.dataset as pads
+from markupsafe import Markup, escape
+
+from falconer_ray.plan import Plan, condition_text
+from falconer_ray.rundir import RunDir, read_json
+
+SCORE_SAMPLE = 50_000  # label scores read per run for the histograms
+SAMPLE_DOCS = 6  # annotated documents shown
+ERROR_SCAN = 200_000  # error rows read to count reasons
+
+
+def write_report_html(run: RunDir, report: dict | None = None) -> Path:
+    """Render report.html into the run directory; returns its path."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    report = report if report is not None else read_json(run.report)
+    if not report:
+        raise FileNotFoundError(f"{run.report} is missing: run `falconer run {run.path}` first")
+    env = Environment(loader=PackageLoader("falconer_ray", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    html = env.get_template("report.html.j2").render(**context(run, report))
+    out = run.path / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def context(run: RunDir, report: dict) -> dict:
+    from falconer_ray.config import RunConfig
+
+    plan = Plan.load(run.plan)
+    cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
+    return {
+        "run": run.path,
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "report": report,
+        "plan": plan,
+        "keep_text": condition_text(plan.keep),
+        "counts": counts(report),
+        "errors": error_reasons(run, report.get("docs_error") or 0),
+        "agreement": agreement_rows(plan, report.get("agreement") or {}),
+        "histograms": histograms(run, plan, report, cfg.mine.label_threshold),
+        "speed": speed(report),
+        "documents": annotated_documents(run, plan),
+        "results": result_rows(run, plan),
+        "quote": quote_comparison(run, report),
+        "files": files(run),
+    }
+
+
+def counts(report: dict) -> list[dict]:
+    total = report.get("docs_in") or 0
+    rows = []
+    for key, name in (("docs_kept", "kept"), ("docs_filtered", "filtered out"), ("docs_error", "errors")):
+        n = report.get(key) or 0
+        rows.append({"name": name, "n": n, "pct": 100 * n / total if total else 0.0})
+    return rows
+
+
+def error_reasons(run: RunDir, n_errors: int) -> list[tuple[str, int]]:
+    """Error counts by reason (the text before the first ':'), most common first."""
+    if not n_errors or not run.errors.exists():
+        return []
+    table = pads.dataset(str(run.errors), format="parquet").head(ERROR_SCAN, columns=["error"])
+    reasons = Counter((e or "unknown").split(":", 1)[0].strip() for e in table.column("error").to_pylist())
+    return reasons.most_common(20)
+
+
+def agreement_rows(plan: Plan, agreement: dict) -> dict:
+    steps = agreement.get("steps") or {}
+    labels, spans = [], []
+    for step in plan.label_steps:
+        got = steps.get(step.id) or {}
+        cells = got.get("confusion")
+        labels.append({"step": step, "accuracy": got.get("accuracy"), "cells": cells,
+                       "n": sum(cells.values()) if cells else 0})
+    for step in plan.span_steps:
+        spans.append({"step": step, "f1": (steps.get(step.id) or {}).get("f1")})
+    return {"label": agreement.get("label"), "span_f1": agreement.get("span_f1"),
+            "heldout": agreement.get("heldout_docs"), "labels": labels, "spans": spans}
+
+
+def sample_scores(run: RunDir, column: str, kept: int, filtered: int, limit: int = SCORE_SAMPLE) -> list[float]:
+    """Up to `limit` scores of one label column, drawn from results/ and filtered/ in
+    proportion to their counts and spread over every Parquet file of each."""
+    total = kept + filtered
+    scores: list[float] = []
+    for folder, n in ((run.results, kept), (run.filtered, filtered)):
+        if not n or not folder.exists():
+            continue
+        want = max(1, round(limit * n / total)) if total > limit else n
+        fragments = list(pads.dataset(str(folder), format="parquet").get_fragments())
+        per = math.ceil(want / max(1, len(fragments)))
+        for frag in fragments:
+            if frag.physical_schema.get_field_index(column) < 0:
+                continue
+            scores += [v for v in frag.head(per, columns=[column]).column(column).to_pylist() if v is not None]
+    return scores
+
+
+def histograms(run: RunDir, plan: Plan, report: dict, threshold: float) -> list[dict]:
+    from falconer_ray.plots import histogram
+
+    out = []
+    for step in plan.label_steps:
+        scores = sample_scores(run, f"label_{step.id}", report.get("docs_kept") or 0, report.get("docs_filtered") or 0)
+        if scores:
+            out.append({"step": step, "n": len(scores),
+                        "svg": Markup(histogram(scores, threshold, f"{step.id}: {len(scores):,} documents"))})
+    return out
+
+
+def speed(report: dict) -> dict:
+    """Docs/s of teacher and proxy, and the all-teacher time extrapolated to docs_in."""
+    from falconer_ray.plots import bars, stacked_time
+
+    teacher, proxy = report.get("teacher") or {}, report.get("proxy") or {}
+    t_rate, p_rate, docs = teacher.get("docs_per_s"), proxy.get("docs_per_s"), report.get("docs_in") or 0
+    out = {"teacher_rate": t_rate, "proxy_rate": p_rate, "docs": docs, "svgs": []}
+    if t_rate and p_rate:
+        out["speedup"] = p_rate / t_rate
+        out["svgs"].append(Markup(bars(["teacher (annotation)", "proxy (mining)"], [t_rate, p_rate],
+                                       "throughput", "docs/s", log=True, colors=["#c0504d", "#4f81bd"])))
+    stages = {"annotate (teacher)": teacher.get("seconds") or 0.0,
+              "train proxy": (proxy.get("train") or {}).get("wall_s") or 0.0,
+              "mine (proxy)": proxy.get("mine_s") or 0.0}
+    out["stages"] = stages
+    out["falconer_s"] = sum(stages.values())
+    if t_rate and docs:
+        out["all_teacher_s"] = docs / t_rate
+        out["svgs"].append(Markup(stacked_time({"all-teacher (estimated)": {"annotate (teacher)": out["all_teacher_s"]},
+                                                "falconer (measured)": stages},
+                                               f"time for {docs:,} documents")))
+    return out
+
+
+def highlight(text: str, spans: dict[str, list[dict]], step_ids: list[str]) -> Markup:
+    """Escaped `text` with every span wrapped in <mark>; overlapping spans share marks."""
+    cuts = {0, len(text)}
+    marked = []
+    for step_id, found in spans.items():
+        for s in found or []:
+            start, end = int(s["start"]), int(s["end"])
+            if 0 <= start < end <= len(text):
+                marked.append((start, end, step_id))
+                cuts |= {start, end}
+    points = sorted(cuts)
+    pieces = []
+    for a, b in zip(points, points[1:]):
+        chunk = escape(text[a:b])
+        active = sorted({sid for s, e, sid in marked if s <= a and b <= e})
+        if active:
+            color = step_ids.index(active[0]) % 6 if active[0] in step_ids else 0
+            pieces.append(Markup('<mark class="c{}" title="{}">{}</mark>').format(color, ", ".join(active), chunk))
+        else:
+            pieces.append(chunk)
+    return Markup("").join(pieces)
+
+
+def annotated_documents(run: RunDir, plan: Plan, limit: int = SAMPLE_DOCS) -> list[dict]:
+    """A few teacher-annotated documents, those with spans first."""
+    if not run.annotations.exists():
+        return []
+    rows = []
+    with run.annotations.open() as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+            if len(rows) >= 500:
+                break
+    rows.sort(key=lambda r: -sum(len(v) for v in r.get("spans", {}).values()))
+    span_ids = [s.id for s in plan.span_steps]
+    return [{"doc_id": r["doc_id"], "split": r.get("split"), "labels": r.get("labels", {}),
+             "spans": {k: [s["text"] for s in v] for k, v in r.get("spans", {}).items()},
+             "html": highlight(r["text"], r.get("spans", {}), span_ids)} for r in rows[:limit]]
+
+
+def result_rows(run: RunDir, plan: Plan, limit: int = 10) -> list[dict]:
+    """The first kept documents as mined by the proxy (highlighted when text was kept)."""
+    if not run.results.exists():
+        return []
+    ds = pads.dataset(str(run.results), format="parquet")
+    span_ids = [s.id for s in plan.span_steps]
+    out = []
+    for r in ds.head(limit).to_pylist():
+        spans = {sid: r.get(f"span_{sid}") or [] for sid in span_ids}
+        out.append({"doc_id": r["doc_id"],
+                    "labels": {s.id: r.get(f"label_{s.id}") for s in plan.label_steps},
+                    "spans": {k: [s["text"] for s in v] for k, v in spans.items()},
+                    "html": highlight(r["text"], spans, span_ids) if r.get("text") else None})
+    return out
+
+
+def quote_comparison(run: RunDir, report: dict) -> dict | None:
+    return report.get("quote_vs_actual")
+
+
+def files(run: RunDir) -> list[dict]:
+    """Relative links to what the run wrote, so the page works wherever the folder goes."""
+    candidates = [("plan.json", "the plan"), ("config.json", "run settings"), ("report.json", "this report as JSON"),
+                  ("quote.json", "cost estimate made before the run"),
+                  ("annotations/annotations.jsonl", "teacher annotations"), ("annotations/stats.json", "teacher stats"),
+                  ("proxy/metrics.json", "training metrics"), ("results/", "kept documents (Parquet)"),
+                  ("results.jsonl", "kept documents (JSONL)"), ("filtered/", "filtered-out documents (Parquet)"),
+                  ("errors/", "documents with errors (Parquet)"), ("proxy/", "proxy checkpoint")]
+    return [{"href": name, "what": what} for name, what in candidates if (run.path / name.rstrip("/")).exists()]

@@ -1,0 +1,126 @@
+"""report.html: rendered from a run directory, checked in a real headless Chromium.
+
+The run directory is written in the exact on-disk format the stages produce (plan,
+annotations, stats, Parquet outputs via mine's own schema and splitter), so no model
+runs and the test takes seconds; the slow end-to-end test checks a real run's page.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from falconer_ray.config import RunConfig
+from falconer_ray.mine import output_schema, split_outputs
+from falconer_ray.plan import Plan
+from falconer_ray.report import build_report
+from falconer_ray.report_html import highlight, sample_scores, write_report_html
+from falconer_ray.rundir import RunDir, write_json
+
+HOSTILE = 'Great <script>document.body.dataset.pwned="1"</script> film <img src=x onerror="document.body.dataset.pwned=2"> by Ann Lee.'
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def make_run(tmp_path, n=400) -> RunDir:
+    run = RunDir(tmp_path / "run").create()
+    plan = Plan.model_validate({"instruction": "People praised in positive reviews", "steps": [
+        {"id": "positive", "op": "get_label", "instruction": "Is this movie review positive?"},
+        {"id": "people", "op": "get_span", "instruction": "Names of people praised."}], "keep": "positive"})
+    plan.save(run.plan)
+    cfg = RunConfig(instruction=plan.instruction, corpus=str(tmp_path / "corpus"), mine={"keep_text": True})
+    cfg.save(run.path)
+    start = HOSTILE.index("Ann Lee")
+    run.annotations_dir.mkdir()
+    with run.annotations.open("w") as f:
+        f.write(json.dumps({"doc_id": "d0", "text": HOSTILE, "split": "heldout", "labels": {"positive": 0.9},
+                            "spans": {"people": [{"start": start, "end": start + 7, "text": "Ann Lee", "score": 1.0}]}}) + "\n")
+        f.write(json.dumps({"doc_id": "d1", "text": "Dull.", "split": "train", "labels": {"positive": 0.1},
+                            "spans": {"people": []}}) + "\n")
+    write_json(run.annotation_stats, {"teacher": {"model": "embedded:test", "calls": 4, "seconds": 8.0, "docs_per_s": 0.5},
+                                      "docs": 2, "cached": {"label": 0, "span": 0}, "rejected_spans": {}})
+    write_json(run.train_metrics, {"wall_s": 30.0, "agreement": {
+        "label": 0.75, "span_f1": 0.5, "heldout_docs": 8,
+        "steps": {"positive": {"op": "get_label", "accuracy": 0.75, "confusion": {"tp": 3, "fp": 1, "fn": 1, "tn": 3}},
+                  "people": {"op": "get_span", "f1": 0.5}}}})
+    rows = {"doc_id": [], "status": [], "error": [], "label_positive": [], "span_people": [], "text": []}
+    for i in range(n):
+        error = "empty_text" if i % 50 == 0 else ("malformed_json: line 3" if i % 77 == 0 else None)
+        score = None if error else (i % 100) / 100
+        kept = score is not None and score >= 0.5
+        text = HOSTILE if kept else None
+        rows["doc_id"].append(f"doc{i}")
+        rows["status"].append("error" if error else ("kept" if kept else "filtered"))
+        rows["error"].append(error)
+        rows["label_positive"].append(score)
+        rows["span_people"].append([{"start": start, "end": start + 7, "text": "Ann Lee", "score": 0.8}] if kept else None)
+        rows["text"].append(text)
+    run.rows.mkdir()
+    table = pa.table(rows, schema=output_schema(plan, keep_text=True))
+    pq.write_table(table.slice(0, n // 2), run.rows / "a.parquet")
+    pq.write_table(table.slice(n // 2), run.rows / "b.parquet")
+    counts = split_outputs(plan, cfg, run)
+    write_json(run.mine_stats, {**counts, "accounted": True, "mine_s": 4.0, "actors": [2, 2], "proxy_docs_per_s": n / 4.0})
+    build_report(run, plan, wall_s=50.0, agreement=json.loads(run.train_metrics.read_text())["agreement"])
+    return run
+
+
+def test_highlight_escapes_text_and_marks_spans():
+    start = HOSTILE.index("Ann Lee")
+    html = str(highlight(HOSTILE, {"people": [{"start": start, "end": start + 7}]}, ["people"]))
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<img" not in html
+    assert '<mark class="c0" title="people">Ann Lee</mark>' in html
+    overlapping = str(highlight("abcdef", {"x": [{"start": 0, "end": 4}], "y": [{"start": 2, "end": 6}]}, ["x", "y"]))
+    assert overlapping == ('<mark class="c0" title="x">ab</mark><mark class="c0" title="x, y">cd</mark>'
+                           '<mark class="c1" title="y">ef</mark>')
+    assert str(highlight("abc", {"x": [{"start": 2, "end": 99}]}, ["x"])) == "abc"  # out of range: ignored
+
+
+def test_score_sample_is_bounded_and_proportional(tmp_path):
+    run = make_run(tmp_path, n=400)
+    report = json.loads(run.report.read_text())
+    every = sample_scores(run, "label_positive", report["docs_kept"], report["docs_filtered"], limit=10_000)
+    assert len(every) == report["docs_kept"] + report["docs_filtered"]
+    few = sample_scores(run, "label_positive", report["docs_kept"], report["docs_filtered"], limit=40)
+    high = sum(s >= 0.5 for s in few)
+    assert 38 <= len(few) <= 44 and abs(high / len(few) - report["docs_kept"] / len(every)) < 0.1
+
+
+def test_report_html_content(tmp_path):
+    run = make_run(tmp_path)
+    html = write_report_html(run).read_text()
+    assert "<script" not in html.lower()  # the page runs no code; the document's is escaped
+    assert "&lt;script&gt;document.body.dataset.pwned" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|url\((?!#)|@import""", html)  # nothing to fetch
+    assert html.count("<svg") == 3  # one histogram, throughput, time
+    for link in ("plan.json", "results/", "errors/", "annotations/annotations.jsonl"):
+        assert f'href="{link}"' in html
+    assert re.search(r"<code>empty_text</code></td><td class=\"num\">8<", html)
+    assert re.search(r"<code>malformed_json</code></td><td class=\"num\">[1-9]", html)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_chromium(tmp_path):
+    run = make_run(tmp_path)
+    page = write_report_html(run)
+    # A test-only copy measures the rendered charts and writes the sizes into the DOM.
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", """<script>
+      const sizes = [...document.querySelectorAll("svg")].map(e => e.getBoundingClientRect())
+                      .map(r => [Math.round(r.width), Math.round(r.height)]);
+      document.body.setAttribute("data-svg-sizes", JSON.stringify(sizes));
+    </script></body>"""))
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    sizes = json.loads(re.search(r'data-svg-sizes="([^"]*)"', dom).group(1).replace("&quot;", '"'))
+    assert len(sizes) == 3 and all(w > 100 and h > 50 for w, h in sizes), sizes
+    assert "data-pwned" not in dom  # neither the <script> nor the onerror of the document ran
+    assert "&lt;script&gt;" in dom and "Is this movie review positive?" in dom
+    assert '<code id="keep">positive</code>' in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,2000", page.as_uri()], capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
