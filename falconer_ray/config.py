@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from falconer_ray.quote import QuoteConfig
+
 
 class TeacherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -79,6 +81,7 @@ class RunConfig(BaseModel):
     proxy: ProxyConfig = ProxyConfig()
     train: TrainConfig = TrainConfig()
     mine: MineConfig = MineConfig()
+    quote: QuoteConfig = QuoteConfig()
 
     def save(self, run_dir: Path) -> None:
         (run_dir / "config.json").write_text(self.model_dump_json(indent=2) + "\n")

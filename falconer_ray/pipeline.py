@@ -117,13 +117,24 @@ def write_html(run: RunDir, report: dict | None = None) -> None:
     console.print(f"report: {path}")
 
 
-def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = None) -> dict:
-    """Instruction + corpus -> plan -> annotations -> proxy -> mined results + report."""
+def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = None, quote: bool = False) -> dict:
+    """Instruction + corpus -> plan -> annotations -> proxy -> mined results + report.
+
+    With `quote`, the plan is priced first (quote.json) so the report can set the
+    estimate against what the run then cost.
+    """
     started = time.monotonic()
     run = RunDir(out).create()
     cfg.save(run.path)
     teacher = make_run_teacher(cfg)  # one load serves planning and annotation
-    stage_plan(run, cfg, plan_file, teacher)
+    plan = stage_plan(run, cfg, plan_file, teacher)
+    if quote:
+        from falconer_ray.quote import make_quote, show
+        from falconer_ray.rundir import write_json
+
+        priced = make_quote(cfg, teacher=teacher, plan=plan)
+        write_json(run.path / "quote.json", priced)
+        show(priced)
     stage_annotate(run, cfg, teacher)
     del teacher
     stage_train(run, cfg)

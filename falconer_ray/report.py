@@ -35,6 +35,11 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
         "agreement": agreement if agreement is not None else read_json(run.report).get("agreement"),
         "wall_s": round(wall_s, 3) if wall_s is not None else None,
     }
+    quote = read_json(run.path / "quote.json")
+    if quote:
+        from falconer_ray.quote import compare
+
+        report["quote_vs_actual"] = compare(quote, report)
     if report["docs_in"] is not None:
         total = report["docs_kept"] + report["docs_filtered"] + report["docs_error"]
         report["invariant_ok"] = report["docs_in"] == total

@@ -1,0 +1,345 @@
+"""`falconer quote`: what a run will cost, before paying for it, against the teacher alone.
+
+A small pilot measures the real parts on this machine (the teacher on a few documents
+per step, one proxy training pass over their examples, proxy forward passes over a few
+batches), counts the corpus cheaply, and scales each measurement to the run's sizes.
+Hours become dollars through `QuoteConfig`, the price and hardware table (the `quote:`
+section of a run config), whose figures are assumptions the output always shows.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from falconer_ray.plan import Plan
+
+if TYPE_CHECKING:  # config.py imports QuoteConfig from here
+    from falconer_ray.config import RunConfig
+
+COUNT_CHUNK = 1 << 20
+
+
+class Hardware(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    usd_per_hour: float = Field(ge=0, description="Price of one unit (a node or an accelerator) per hour.")
+    speed: float = Field(1.0, gt=0, description="Throughput of one unit relative to the machine the pilot ran on.")
+    note: str = ""
+
+
+class StageHardware(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hardware: str = Field("cpu-node", description="A key of `hardware`.")
+    units: int = Field(1, ge=1, le=100_000, description="Units working at once (teacher replicas, training or mining nodes).")
+
+
+class QuoteConfig(BaseModel):
+    """Prices and hardware for quotes; every figure here is an assumption to edit."""
+
+    model_config = ConfigDict(extra="forbid")
+    hardware: dict[str, Hardware] = Field(default_factory=lambda: {
+        "cpu-node": Hardware(usd_per_hour=0.10, note="a 2-vCPU cloud VM, like the machine the pilot ran on"),
+        "gpu-node": Hardware(usd_per_hour=2.50, speed=40.0, note="one data-center GPU; speed is a guess: measure it"),
+    })
+    teacher: StageHardware = StageHardware()
+    train: StageHardware = StageHardware()
+    mine: StageHardware = StageHardware()
+    teacher_usd_per_m_input_tokens: float = Field(0.0, ge=0, description="API teachers: price per million prompt tokens.")
+    teacher_usd_per_m_output_tokens: float = Field(0.0, ge=0, description="API teachers: price per million completion tokens.")
+    train_overhead_s: float = Field(30.0, ge=0, description="Fixed cost of a Ray Train run (worker start, model load, checkpoint).")
+    pilot_docs: int = Field(6, ge=2, le=200, description="Documents the teacher answers in the pilot, per step.")
+    pilot_batches: int = Field(2, ge=1, le=100, description="Proxy forward batches timed in the pilot.")
+    count_bytes: int = Field(2 << 30, ge=1 << 20, description="Bytes read to count documents exactly; beyond them the count is extrapolated.")
+
+    def price(self, stage: StageHardware) -> Hardware:
+        if stage.hardware not in self.hardware:
+            raise ValueError(f"quote: hardware '{stage.hardware}' is not in the table ({', '.join(self.hardware)})")
+        return self.hardware[stage.hardware]
+
+
+def count_documents(cfg: RunConfig, budget: int) -> dict:
+    """Documents in the corpus without parsing it: Parquet row counts from metadata,
+    newlines for line formats, one per .txt file; beyond `budget` bytes read, the rest
+    is extrapolated from documents per byte so far."""
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    from falconer_ray.corpus import file_format, list_files
+
+    files = list_files(cfg.corpus)
+    docs = read = counted_bytes = skipped_bytes = 0
+    for path in files:
+        fmt, size = file_format(path), path.stat().st_size
+        if fmt == "parquet":
+            docs += pq.ParquetFile(path).metadata.num_rows
+        elif fmt == "text" and cfg.text_unit == "file":
+            docs += 1
+        elif read >= budget:
+            skipped_bytes += size
+        else:
+            opener = gzip.open if path.suffix.lower() == ".gz" else open
+            lines, last = 0, b"\n"
+            with opener(path, "rb") as f:
+                while chunk := f.read(COUNT_CHUNK):
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+            lines += last != b"\n"  # a last line without a newline
+            docs += lines - (fmt in ("csv", "tsv"))  # header row
+            read += size
+            counted_bytes += size
+    estimated = 0
+    if skipped_bytes:
+        estimated = round(skipped_bytes * docs / max(1, counted_bytes))
+        docs += estimated
+    if cfg.limit:
+        docs = min(docs, cfg.limit)
+    return {"docs": docs, "files": len(files), "estimated_docs": estimated,
+            "bytes": sum(p.stat().st_size for p in files)}
+
+
+def pilot_texts(cfg: RunConfig, n: int) -> list[str]:
+    """The first n valid documents, read without Ray."""
+    from falconer_ray.corpus import iter_corpus
+
+    texts: list[str] = []
+    for table in iter_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit):
+        texts += [t for t, e in zip(table.column("text").to_pylist(), table.column("error").to_pylist()) if not e]
+        if len(texts) >= n:
+            break
+    if len(texts) < 2:
+        raise ValueError(f"{cfg.corpus} has fewer than 2 valid documents: nothing to quote")
+    return texts[:n]
+
+
+def time_teacher(teacher, plan: Plan, texts: list[str]) -> dict:
+    """Seconds and tokens per document for each kind of step, plus the keep rate."""
+    from falconer_ray.annotate.validate import validate_spans
+
+    per_op = {}
+    said_yes = [{} for _ in texts]
+    labels, spans = {}, {}
+    for op, steps in (("label", plan.label_steps), ("span", plan.span_steps)):
+        if not steps:
+            continue
+        tokens_in, tokens_out = teacher.stats.prompt_tokens, teacher.stats.completion_tokens
+        started = time.perf_counter()
+        for step in steps:
+            if op == "label":
+                labels[step.id] = teacher.label(texts, step.instruction)
+                for yes, p in zip(said_yes, labels[step.id]):
+                    yes[step.id] = p >= 0.5
+            else:
+                spans[step.id] = [validate_spans(t, raw)[0] for t, raw in zip(texts, teacher.extract(texts, step.instruction))]
+        seconds, n = time.perf_counter() - started, len(texts) * len(steps)
+        per_op[op] = {"s_per_call": seconds / n,
+                      "input_tokens_per_call": (teacher.stats.prompt_tokens - tokens_in) / n,
+                      "output_tokens_per_call": (teacher.stats.completion_tokens - tokens_out) / n}
+    # Laplace's rule: a handful of pilot answers must not promise that no document is kept
+    keep = (sum(plan.keeps(y) for y in said_yes) + 1) / (len(texts) + 2) if plan.label_steps else 1.0
+    return {"per_op": per_op, "keep_fraction": keep, "labels": labels, "spans": spans}
+
+
+def time_proxy(cfg: RunConfig, plan: Plan, texts: list[str], teacher_out: dict, pilot_n: int) -> dict:
+    """Proxy forward seconds per document (label and span passes) and training seconds
+    per example, measured on a fresh proxy: speed does not depend on the weights."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from falconer_ray.proxy import Proxy, ProxyModel, collate, run_epoch
+    from falconer_ray.train import build_examples
+
+    model = ProxyModel.from_base(cfg.proxy.base, max_length=cfg.proxy.max_length, stride=cfg.proxy.stride)
+    rows = [{"text": t, "labels": {k: v[i] for k, v in teacher_out["labels"].items()},
+             "spans": {k: [s.to_dict() for s in v[i]] for k, v in teacher_out["spans"].items()}}
+            for i, t in enumerate(texts[:pilot_n])]
+    examples, _ = build_examples(plan, rows, model.tokenizer, cfg)
+    examples_per_doc = len(examples) / len(rows)
+    examples = examples[:2 * cfg.train.batch_size]  # two optimizer steps time it well enough
+    loader = DataLoader(examples, batch_size=cfg.train.batch_size, shuffle=False, collate_fn=collate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    started = time.perf_counter()
+    run_epoch(model, loader, optimizer)
+    train_s_per_example = (time.perf_counter() - started) / len(examples)
+
+    proxy = Proxy(model, batch_size=cfg.mine.windows_per_forward())
+    proxy.label_scores(texts[:4], "warm up")
+    out = {"train_s_per_example": train_s_per_example, "examples_per_doc": examples_per_doc}
+    started = time.perf_counter()
+    proxy.label_scores(texts, plan.steps[0].instruction, pooling=cfg.proxy.label_pooling)
+    out["label_s_per_doc"] = (time.perf_counter() - started) / len(texts)
+    started = time.perf_counter()
+    proxy.extract(texts, plan.steps[-1].instruction, threshold=cfg.mine.span_threshold)
+    out["span_s_per_doc"] = (time.perf_counter() - started) / len(texts)
+    out["device"] = str(proxy.device)
+    return out
+
+
+def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dict,
+             plan_s: float = 0.0, teacher_name: str = "") -> dict:
+    """Scale the pilot's measurements to the run and to the all-teacher baseline."""
+    q = cfg.quote
+    n_label, n_span = len(plan.label_steps), len(plan.span_steps)
+    docs, keep = corpus["docs"], teacher["keep_fraction"]
+    op = teacher["per_op"]
+    t_label = op.get("label", {}).get("s_per_call", 0.0)
+    t_span = op.get("span", {}).get("s_per_call", 0.0)
+    annotate_docs = min(cfg.n_annotate, docs)
+    teacher_hw, train_hw, mine_hw = q.price(q.teacher), q.price(q.train), q.price(q.mine)
+    teacher_rate = teacher_hw.speed * q.teacher.units
+
+    def teacher_calls(n_docs: float, conditional: bool) -> dict:
+        spans = n_docs * keep if conditional else n_docs
+        return {"label": n_docs * n_label, "span": spans * n_span}
+
+    def tokens(calls: dict) -> dict:
+        inp = sum(calls[k] * op.get(k, {}).get("input_tokens_per_call", 0.0) for k in calls)
+        out = sum(calls[k] * op.get(k, {}).get("output_tokens_per_call", 0.0) for k in calls)
+        return {"input": round(inp), "output": round(out)}
+
+    def token_usd(tok: dict) -> float:
+        return (tok["input"] * q.teacher_usd_per_m_input_tokens + tok["output"] * q.teacher_usd_per_m_output_tokens) / 1e6
+
+    # falconer: the teacher annotates every step on the sample; the proxy filters, then spans kept docs
+    f_calls = teacher_calls(annotate_docs, conditional=False)
+    annotate_s = (f_calls["label"] * t_label + f_calls["span"] * t_span) / teacher_rate
+    train_examples = annotate_docs * (1 - cfg.train.heldout) * proxy["examples_per_doc"]
+    train_s = q.train_overhead_s + train_examples * cfg.train.epochs * proxy["train_s_per_example"] / (train_hw.speed * q.train.units)
+    mine_s = docs * (n_label * proxy["label_s_per_doc"] + keep * n_span * proxy["span_s_per_doc"]) / (mine_hw.speed * q.mine.units)
+    f_tokens = tokens(f_calls)
+    f_stages = {"plan": plan_s, "annotate": annotate_s, "train": train_s, "mine": mine_s}
+    f_usd = {"plan": plan_s / 3600 * teacher_hw.usd_per_hour,
+             "annotate": annotate_s / 3600 * teacher_hw.usd_per_hour * q.teacher.units + token_usd(f_tokens),
+             "train": train_s / 3600 * train_hw.usd_per_hour * q.train.units,
+             "mine": mine_s / 3600 * mine_hw.usd_per_hour * q.mine.units}
+    # all-teacher: label steps on every document, span steps on the ones the teacher keeps
+    a_calls = teacher_calls(docs, conditional=True)
+    a_s = (a_calls["label"] * t_label + a_calls["span"] * t_span) / teacher_rate
+    a_tokens = tokens(a_calls)
+    a_usd = a_s / 3600 * teacher_hw.usd_per_hour * q.teacher.units + token_usd(a_tokens)
+    f_total_s, f_total_usd = sum(f_stages.values()), sum(f_usd.values())
+    return {
+        "instruction": plan.instruction,
+        "corpus": {**corpus, "path": cfg.corpus},
+        "plan": plan.model_dump(by_alias=True),
+        "measured": {"teacher": teacher["per_op"], "teacher_model": teacher_name, "keep_fraction": round(keep, 4),
+                     "proxy": {k: v for k, v in proxy.items()}, "plan_s": round(plan_s, 3),
+                     "pilot_docs": q.pilot_docs},
+        "falconer": {"teacher_calls": round(sum(f_calls.values())), "tokens": f_tokens,
+                     "seconds": {k: round(v, 1) for k, v in f_stages.items()}, "total_s": round(f_total_s, 1),
+                     "usd": {k: round(v, 4) for k, v in f_usd.items()}, "total_usd": round(f_total_usd, 4)},
+        "all_teacher": {"teacher_calls": round(sum(a_calls.values())), "tokens": a_tokens,
+                        "total_s": round(a_s, 1), "total_usd": round(a_usd, 4)},
+        "savings": {"time_x": round(a_s / f_total_s, 2) if f_total_s else None,
+                    "usd_x": round(a_usd / f_total_usd, 2) if f_total_usd else None},
+        "assumptions": assumptions(cfg, docs, annotate_docs, keep),
+        "prices": q.model_dump(),
+    }
+
+
+def assumptions(cfg: RunConfig, docs: int, annotate_docs: int, keep: float) -> list[str]:
+    q = cfg.quote
+    lines = [f"{docs:,} documents; the teacher annotates {annotate_docs:,} of them for every step "
+             f"({cfg.train.heldout:.0%} held out), the proxy trains {cfg.train.epochs} epochs",
+             f"keep rate {keep:.0%}, from the teacher's pilot answers ((kept + 1) / (pilot + 2)): span steps run on that share "
+             "(for the proxy and for the all-teacher baseline alike)",
+             "times are this machine's measured speeds divided by each stage's hardware speed x units"]
+    for stage in ("teacher", "train", "mine"):
+        sh = getattr(q, stage)
+        hw = q.price(sh)
+        lines.append(f"{stage}: {sh.units} x {sh.hardware} at ${hw.usd_per_hour:g}/h, speed {hw.speed:g}x"
+                     + (f" ({hw.note})" if hw.note else ""))
+    lines.append(f"teacher tokens: ${q.teacher_usd_per_m_input_tokens:g} / ${q.teacher_usd_per_m_output_tokens:g} "
+                 "per million input / output tokens")
+    lines.append(f"training adds a fixed {q.train_overhead_s:g} s; corpus reading and writing are not counted")
+    return lines
+
+
+def make_quote(cfg: RunConfig, plan_file: str | Path | None = None, teacher=None, plan: Plan | None = None) -> dict:
+    """Plan (or take the given plan), run the pilot, and estimate the run."""
+    from falconer_ray.pipeline import make_run_teacher
+    from falconer_ray.planner import make_plan
+    from falconer_ray.progress import console
+
+    q = cfg.quote
+    for stage in (q.teacher, q.train, q.mine):
+        q.price(stage)  # an unknown hardware name fails before any work
+    corpus = count_documents(cfg, q.count_bytes)
+    console.print(f"[bold]quote[/]: {corpus['docs']:,} documents in {corpus['files']} files"
+                  + (f" ({corpus['estimated_docs']:,} extrapolated)" if corpus["estimated_docs"] else ""))
+    texts = pilot_texts(cfg, max(q.pilot_docs, q.pilot_batches * cfg.mine.windows_per_forward()))
+    teacher = teacher or make_run_teacher(cfg)
+    plan_s = 0.0
+    if plan is None and plan_file:
+        plan = Plan.load(plan_file)
+    if plan is None:
+        started = time.perf_counter()
+        plan = make_plan(cfg.instruction, teacher)
+        plan_s = time.perf_counter() - started
+    console.print(f"[bold]quote[/]: timing the teacher on {q.pilot_docs} documents x {len(plan.steps)} steps")
+    teacher_out = time_teacher(teacher, plan, texts[:q.pilot_docs])
+    console.print(f"[bold]quote[/]: timing the proxy on {len(texts)} documents")
+    proxy = time_proxy(cfg, plan, texts, teacher_out, q.pilot_docs)
+    return estimate(cfg, plan, corpus, teacher_out, proxy, plan_s, getattr(teacher, "name", ""))
+
+
+def compare(quote: dict, report: dict) -> dict:
+    """Quoted vs actual figures of a finished run, for report.json and report.html."""
+    teacher, proxy = report.get("teacher") or {}, report.get("proxy") or {}
+    fal = quote.get("falconer", {})
+    actual = {"docs": report.get("docs_in"), "teacher_calls": teacher.get("calls"),
+              "annotate_s": teacher.get("seconds"), "train_s": (proxy.get("train") or {}).get("wall_s"),
+              "mine_s": proxy.get("mine_s")}
+    quoted = {"docs": quote.get("corpus", {}).get("docs"), "teacher_calls": fal.get("teacher_calls"),
+              "annotate_s": fal.get("seconds", {}).get("annotate"), "train_s": fal.get("seconds", {}).get("train"),
+              "mine_s": fal.get("seconds", {}).get("mine")}
+    names = {"docs": "documents", "teacher_calls": "teacher calls", "annotate_s": "annotation seconds",
+             "train_s": "training seconds", "mine_s": "mining seconds"}
+    rows = []
+    for key, what in names.items():
+        q, a = quoted[key], actual[key]
+        ratio = round(a / q, 2) if isinstance(q, (int, float)) and isinstance(a, (int, float)) and q else None
+        rows.append({"what": what, "quoted": q, "actual": a, "actual_over_quoted": ratio})
+    note = None
+    if actual["teacher_calls"] == 0:
+        note = "annotations came from the cache: the run paid no teacher calls, the quote assumed it would"
+    return {"rows": rows, "note": note}
+
+
+def show(quote: dict) -> None:
+    """The quote as a table, with its assumptions under it."""
+    from rich.table import Table
+
+    from falconer_ray.progress import console
+
+    fal, base = quote["falconer"], quote["all_teacher"]
+    t = Table(title=f"quote: {quote['instruction'] or 'falconer run'}")
+    t.add_column("")
+    t.add_column("falconer", justify="right")
+    t.add_column("teacher on every document", justify="right")
+    t.add_row("documents", f"{quote['corpus']['docs']:,}", f"{quote['corpus']['docs']:,}")
+    t.add_row("teacher calls", f"{fal['teacher_calls']:,}", f"{base['teacher_calls']:,}")
+    t.add_row("teacher tokens in / out", f"{fal['tokens']['input']:,} / {fal['tokens']['output']:,}",
+              f"{base['tokens']['input']:,} / {base['tokens']['output']:,}")
+    stages = ", ".join(f"{k} {duration(v)}" for k, v in fal["seconds"].items() if v)
+    t.add_row("time", f"{duration(fal['total_s'])} ({stages})", duration(base["total_s"]))
+    t.add_row("cost", f"${fal['total_usd']:,.2f}", f"${base['total_usd']:,.2f}")
+    sv = quote["savings"]
+    t.add_row("all-teacher / falconer", f"time {sv['time_x']}x, cost {sv['usd_x']}x", "")
+    console.print(t)
+    console.print("[bold]assumptions[/] (edit the `quote:` section of a --config YAML):")
+    for line in quote["assumptions"]:
+        console.print(f"  - {line}")
+
+
+def duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
