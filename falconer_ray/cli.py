@@ -13,15 +13,30 @@ import typer
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.rundir import RunDir
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Mine structured knowledge from huge corpora: an LLM plans and annotates a sample, "
-                       "a small proxy model trained with Ray Train does the rest with Ray Data.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich")
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created if missing).")]
 RunPath = Annotated[Path, typer.Argument(help="Run directory made by `falconer mine` or `falconer plan`.")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file with run settings; flags override it.")]
 PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan JSON instead of asking the teacher.")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
+
+
+@app.callback()
+def _global(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the commands' own output.")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Progress and status as one JSON object per line on stderr, for job logs.")] = False,
+):
+    """Mine structured knowledge from huge corpora: an LLM plans and annotates a sample,
+    a small proxy model trained with Ray Train does the rest with Ray Data.
+
+    Example: falconer mine "Extract the names of people praised in positive reviews" reviews/ --out runs/people
+    """
+    from falconer_ray.progress import set_mode
+
+    if quiet and log_json:
+        raise typer.BadParameter("choose one of --quiet and --log-json")
+    set_mode("json" if log_json else "quiet" if quiet else "auto")
 
 
 def _friendly(fn):
@@ -61,8 +76,9 @@ def _existing_run(path: Path) -> RunDir:
 def _show(report: dict, run: RunDir) -> None:
     from rich.table import Table
 
-    from falconer_ray.progress import console
+    from falconer_ray.progress import console, emit
 
+    emit("done", run=str(run.path), report=report)
     t = Table(title=f"falconer run: {run.path}", show_header=False)
     for key in ("docs_in", "docs_kept", "docs_filtered", "docs_error", "wall_s"):
         t.add_row(key, str(report.get(key)))
@@ -132,7 +148,7 @@ def plan_cmd(
     """
     from falconer_ray.plan import plan_json_schema
     from falconer_ray.pipeline import stage_plan
-    from falconer_ray.progress import console
+    from falconer_ray.progress import note
 
     if schema:
         print(json.dumps(plan_json_schema(), indent=2))
@@ -141,10 +157,10 @@ def plan_cmd(
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
                   **{"teacher.model": teacher_model})
     result = stage_plan(run, cfg, plan)
-    console.print(result.render())
+    typer.echo(result.render())
     if json_file:
         result.save(json_file)
-    console.print(f"written: {run.plan}")
+    note(f"written: {run.plan}")
 
 
 @app.command()

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from falconer_ray.config import RunConfig
 from falconer_ray.corpus import read_corpus
 from falconer_ray.plan import Plan
+from falconer_ray.progress import quiet_libraries, watch
+from falconer_ray.quote import count_documents
 from falconer_ray.rundir import RunDir, write_json
 from falconer_ray.spans import Span
 
@@ -152,9 +154,12 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
         max_task_retries=cfg.mine.task_retries,
     )
     shutil.rmtree(run.rows, ignore_errors=True)
+    expected = count_documents(cfg, cfg.quote.count_bytes)["docs"]
+    quiet_libraries()
     # Writes ask for no CPU, as reads do: the actors hold every core, and writes that
     # wait for one would hold all output in the object store until the last batch.
-    ds.write_parquet(str(run.rows), ray_remote_args={"num_cpus": 0})
+    with watch("proxy mining", expected, RowsWritten(run.rows)):
+        ds.write_parquet(str(run.rows), ray_remote_args={"num_cpus": 0})
     mined_s = time.monotonic() - started
     counts = split_outputs(plan, cfg, run)
     read = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit).count()
@@ -165,6 +170,25 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
              "proxy_docs_per_s": round(counts["docs_in"] / mined_s, 3) if mined_s > 0 else None}
     write_json(run.mine_stats, stats)
     return stats
+
+
+class RowsWritten:
+    """Rows in the finished Parquet files of a folder Ray Data is writing into; each
+    file's footer is read once, files still being written are skipped until done."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.counted: dict[str, int] = {}
+
+    def __call__(self) -> int:
+        if self.folder.is_dir():
+            for f in self.folder.glob("*.parquet"):
+                if f.name not in self.counted:
+                    try:
+                        self.counted[f.name] = pq.ParquetFile(f).metadata.num_rows
+                    except (OSError, pa.ArrowException):
+                        pass  # no footer yet
+        return sum(self.counted.values())
 
 
 def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:

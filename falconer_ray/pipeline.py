@@ -11,7 +11,7 @@ from pathlib import Path
 
 from falconer_ray.config import RunConfig
 from falconer_ray.plan import Plan
-from falconer_ray.progress import console
+from falconer_ray.progress import note
 from falconer_ray.rundir import RunDir
 
 
@@ -31,7 +31,7 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
         if cfg.instruction and not plan.instruction:
             plan = plan.model_copy(update={"instruction": cfg.instruction})
     else:
-        console.print(f"[bold]planning[/] with the teacher ({cfg.teacher.model})")
+        note(f"[bold]planning[/] with the teacher ({cfg.teacher.model})")
         plan = make_plan(cfg.instruction, teacher or make_run_teacher(cfg))
     plan.save(run.plan)
     cfg.save(run.path)
@@ -50,7 +50,7 @@ def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
                             cfg.n_annotate, cfg.seed)
     if not docs:
         raise ValueError(f"{cfg.corpus} has no valid document to annotate (see errors in `falconer run`)")
-    console.print(f"[bold]annotating[/] {len(docs)} documents with the teacher ({cfg.teacher.model})")
+    note(f"[bold]annotating[/] {len(docs)} documents with the teacher ({cfg.teacher.model})")
     return annotate_documents(docs, plan, teacher or make_run_teacher(cfg), cfg, run)
 
 
@@ -63,7 +63,7 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
     plan = Plan.load(run.require(run.plan, "plan"))
     rows = load_annotations(run)
     init_ray()
-    console.print(f"[bold]training[/] the proxy ({cfg.proxy.base}) on {sum(r['split'] == 'train' for r in rows)} "
+    note(f"[bold]training[/] the proxy ({cfg.proxy.base}) on {sum(r['split'] == 'train' for r in rows)} "
                   f"documents with {cfg.train.num_workers} Ray Train workers")
     metrics = train_proxy(plan, rows, cfg, run)
     metrics["agreement"] = agreement(plan, rows, run.proxy, cfg)
@@ -77,7 +77,7 @@ def stage_mine(run: RunDir, cfg: RunConfig) -> dict:
 
     plan = Plan.load(run.require(run.plan, "plan"))
     init_ray()
-    console.print(f"[bold]mining[/] {cfg.corpus} with the proxy")
+    note(f"[bold]mining[/] {cfg.corpus} with the proxy")
     return mine(plan, cfg, run)
 
 
@@ -111,10 +111,10 @@ def write_html(run: RunDir, report: dict | None = None) -> None:
     try:
         path = write_report_html(run, report)
     except Exception as e:  # the results are written: say what failed and how to retry
-        console.print(f"[yellow]warning:[/] report.html not written ({type(e).__name__}: {e}); "
+        note(f"[yellow]warning:[/] report.html not written ({type(e).__name__}: {e}); "
                       f"retry with `falconer report {run.path}`")
         return
-    console.print(f"report: {path}")
+    note(f"report: {path}")
 
 
 def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = None, quote: bool = False) -> dict:

@@ -262,13 +262,13 @@ def make_quote(cfg: RunConfig, plan_file: str | Path | None = None, teacher=None
     """Plan (or take the given plan), run the pilot, and estimate the run."""
     from falconer_ray.pipeline import make_run_teacher
     from falconer_ray.planner import make_plan
-    from falconer_ray.progress import console
+    from falconer_ray.progress import note
 
     q = cfg.quote
     for stage in (q.teacher, q.train, q.mine):
         q.price(stage)  # an unknown hardware name fails before any work
     corpus = count_documents(cfg, q.count_bytes)
-    console.print(f"[bold]quote[/]: {corpus['docs']:,} documents in {corpus['files']} files"
+    note(f"[bold]quote[/]: {corpus['docs']:,} documents in {corpus['files']} files"
                   + (f" ({corpus['estimated_docs']:,} extrapolated)" if corpus["estimated_docs"] else ""))
     texts = pilot_texts(cfg, max(q.pilot_docs, q.pilot_batches * cfg.mine.windows_per_forward()))
     teacher = teacher or make_run_teacher(cfg)
@@ -279,9 +279,9 @@ def make_quote(cfg: RunConfig, plan_file: str | Path | None = None, teacher=None
         started = time.perf_counter()
         plan = make_plan(cfg.instruction, teacher)
         plan_s = time.perf_counter() - started
-    console.print(f"[bold]quote[/]: timing the teacher on {q.pilot_docs} documents x {len(plan.steps)} steps")
+    note(f"[bold]quote[/]: timing the teacher on {q.pilot_docs} documents x {len(plan.steps)} steps")
     teacher_out = time_teacher(teacher, plan, texts[:q.pilot_docs])
-    console.print(f"[bold]quote[/]: timing the proxy on {len(texts)} documents")
+    note(f"[bold]quote[/]: timing the proxy on {len(texts)} documents")
     proxy = time_proxy(cfg, plan, texts, teacher_out, q.pilot_docs)
     return estimate(cfg, plan, corpus, teacher_out, proxy, plan_s, getattr(teacher, "name", ""))
 
@@ -311,9 +311,12 @@ def compare(quote: dict, report: dict) -> dict:
 
 def show(quote: dict) -> None:
     """The quote as a table, with its assumptions under it."""
+    from rich.console import Console
     from rich.table import Table
 
-    from falconer_ray.progress import console
+    from falconer_ray.progress import emit
+
+    console = Console()  # the quote is the command's output: stdout, in every mode
 
     fal, base = quote["falconer"], quote["all_teacher"]
     t = Table(title=f"quote: {quote['instruction'] or 'falconer run'}")
@@ -330,6 +333,7 @@ def show(quote: dict) -> None:
     sv = quote["savings"]
     t.add_row("all-teacher / falconer", f"time {sv['time_x']}x, cost {sv['usd_x']}x", "")
     console.print(t)
+    emit("quote", quote=quote)
     console.print("[bold]assumptions[/] (edit the `quote:` section of a --config YAML):")
     for line in quote["assumptions"]:
         console.print(f"  - {line}")

@@ -19,10 +19,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
+    from falconer_ray.progress import mode
+
     if ray.is_initialized():
         return
+    chatty = mode() == "auto"  # --quiet / --log-json: no worker log lines mixed into the output
     if not local:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=chatty)
         return
     ray.init(
         address="local",
@@ -30,7 +33,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         include_dashboard=True,  # Ray Train polls the state API, which the dashboard serves
         dashboard_host="127.0.0.1",
         object_store_memory=int(os.environ.get("FALCONER_OBJECT_STORE_BYTES", 1_000_000_000)),
-        log_to_driver=True,
+        log_to_driver=chatty,
         configure_logging=True,
         logging_level="WARNING",
     )

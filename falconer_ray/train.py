@@ -15,6 +15,7 @@ from pathlib import Path
 
 from falconer_ray.config import RunConfig
 from falconer_ray.plan import Plan
+from falconer_ray.progress import watch
 from falconer_ray.proxy import Proxy, ProxyModel, collate, label_examples, resolve_base, run_epoch, span_examples
 from falconer_ray.rundir import RunDir, write_json
 
@@ -74,6 +75,36 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
 
 
+class EpochsReported:
+    """Epochs finished, as Ray Train's controller sees each `ray.train.report`: a
+    callback on the controller pushes them into a Ray queue the driver polls."""
+
+    def __init__(self):
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})  # never waits for a core the workers hold
+        self.done = 0
+
+    def callback(self):
+        from ray.train import UserCallback
+
+        queue = self.queue
+
+        class ReportEpochs(UserCallback):
+            def after_report(self, run_context, metrics, checkpoint):
+                queue.put(max((m.get("epoch", 0) for m in metrics), default=0))
+
+        return ReportEpochs()
+
+    def __call__(self) -> int:
+        while not self.queue.empty():
+            self.done = max(self.done, int(self.queue.get_nowait()))
+        return self.done
+
+    def close(self) -> None:
+        self.queue.shutdown()
+
+
 def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> dict:
     """Fit the proxy on the train split of `rows`; writes the checkpoint to run/proxy."""
     import ray
@@ -88,6 +119,7 @@ def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> di
     tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.proxy.base))
     examples, pos_weight = build_examples(plan, train_rows, tokenizer, cfg)
     started = time.monotonic()
+    epochs = EpochsReported()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -96,9 +128,13 @@ def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> di
             "epochs": cfg.train.epochs, "pos_weight": pos_weight, "seed": cfg.seed,
         },
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu),
-        run_config=RayRunConfig(name="proxy", storage_path=str(run.path / "ray_train")),
+        run_config=RayRunConfig(name="proxy", storage_path=str(run.path / "ray_train"), callbacks=[epochs.callback()]),
     )
-    result = trainer.fit()
+    try:
+        with watch("proxy training", cfg.train.epochs, epochs, unit="epochs"):
+            result = trainer.fit()
+    finally:
+        epochs.close()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
     staging = run.proxy.with_name("proxy.tmp")

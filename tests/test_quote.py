@@ -112,7 +112,7 @@ def test_quote_pilot_with_the_real_teacher_and_proxy(tmp_path, cache_dir):
     result = CliRunner().invoke(app, ["quote", PLAN.instruction, str(corpus), "--plan", str(plan_file), "--config",
                                       str(cfg), "--out", str(out), "--json", str(js)])
     assert result.exit_code == 0, result.output
-    assert "teacher on every document" in result.output and "assumptions" in result.output
+    assert "all-teacher / falconer" in result.stdout and "assumptions" in result.stdout
     q = json.loads(js.read_text())
     assert json.loads((out / "quote.json").read_text()) == q
     assert q["corpus"]["docs"] == 60
