@@ -146,8 +146,10 @@ def plan_cmd(
 
     Edit the written plan.json and pass it back with --plan to change what is mined.
     """
-    from falconer_ray.plan import plan_json_schema
+    from rich.console import Console
+
     from falconer_ray.pipeline import stage_plan
+    from falconer_ray.plan import plan_json_schema, plan_table
     from falconer_ray.progress import note
 
     if schema:
@@ -157,10 +159,10 @@ def plan_cmd(
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
                   **{"teacher.model": teacher_model})
     result = stage_plan(run, cfg, plan)
-    typer.echo(result.render())
+    Console(width=max(Console().width, 100)).print(plan_table(result))
     if json_file:
         result.save(json_file)
-    note(f"written: {run.plan}")
+    note(f"written: {run.plan}" + (f" and {json_file}" if json_file else ""))
 
 
 @app.command()
@@ -400,6 +402,45 @@ def bench_serve(
 
     _existing_run(run_dir)
     _emit(run_serve_bench(run_dir, requests, concurrency, texts_per_request, source, replicas), json_file)
+
+
+def _teacher_args(items: list[str]) -> dict:
+    """KEY=VALUE options for the teacher backend; values are JSON when they parse, else strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--teacher-arg must be KEY=VALUE, e.g. n_ctx=4096 (got {item!r})")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+@bench_app.command("plan")
+@_friendly
+def bench_plan(
+    teacher: Annotated[str, typer.Option(help="Teacher backend (see `make_teacher`), e.g. embedded.")] = "embedded",
+    teacher_model: Annotated[Optional[str], typer.Option(help="Model for that backend (default: its own).")] = None,
+    teacher_arg: Annotated[Optional[list[str]], typer.Option(help="Extra backend option KEY=VALUE; repeatable.")] = None,
+    cases: Annotated[Optional[Path], typer.Option(help="JSONL of {id, category, instruction, plan} (default: the packaged cases).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N cases.")] = None,
+    json_file: JsonOut = None,
+):
+    """Plan each benchmark instruction with the teacher; exact_match and step_f1 against the expected plans.
+
+    Example: falconer bench plan --teacher embedded --teacher-model smollm2-135m --json bench/plan.json
+    """
+    from falconer_ray.bench.plan import run_plan_bench
+
+    result = run_plan_bench(teacher, teacher_model, cases, limit, **_teacher_args(teacher_arg or []))
+    if json_file:
+        from falconer_ray.rundir import write_json
+
+        write_json(json_file.resolve(), result)
+    summary = {k: v for k, v in result.items() if k != "cases"}
+    print(json.dumps(summary, indent=2))
 
 
 def main() -> None:  # pragma: no cover

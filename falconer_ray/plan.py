@@ -170,6 +170,23 @@ def condition_text(cond: Condition | None) -> str:
     return parts[0] if len(parts) == 1 else "(" + joiner.join(parts) + ")"
 
 
+def plan_table(plan: Plan):
+    """A rich table of the plan: label steps, the keep condition, then extraction fields."""
+    from rich.table import Table
+    from rich.text import Text  # plain Text: user wording is never read as rich markup
+
+    title = f"Plan: {plan.instruction}" if plan.instruction else "Plan"
+    t = Table(title=Text(title), title_justify="left", min_width=min(len(title) + 2, 100))
+    for col in ("step", "id", "asks"):
+        t.add_column(col)
+    for s in plan.label_steps:
+        t.add_row("label", s.id, Text(s.instruction))
+    t.add_row(Text("keep", style="bold"), "", Text(condition_text(plan.keep)), end_section=True)
+    for s in plan.span_steps:
+        t.add_row("extract", s.id, Text(s.instruction))
+    return t
+
+
 def plan_json_schema() -> dict:
     """JSON schema of a plan, for constrained decoding by capable teachers."""
     return Plan.model_json_schema(by_alias=True)

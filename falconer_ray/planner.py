@@ -1,99 +1,176 @@
-"""Instruction -> Plan with the teacher LLM.
+"""Instruction -> Plan with the teacher LLM: constrained, validated, repaired once.
 
-Small embedded teachers cannot write JSON plans reliably, so the teacher fills two
-slots in a fixed, grammar-constrained format (yes/no questions joined by AND / OR /
-NOT, and `field: question` extraction items); we parse that text into a Plan and
-validate it. The model never writes code or JSON that we trust as-is.
+Small embedded teachers cannot write JSON plans reliably, so the teacher fills three
+slots in a fixed text format, and a GBNF grammar bounds what it may write (how many
+questions, how long each is; the bounds sit well inside the Plan model's limits):
+
+    Filter: yes/no questions joined by AND / OR, each may start with NOT; or none
+    Classify: name: yes/no question ; ...   (label steps that do not filter); or none
+    Extract: field: question ; ...          (span steps); or none
+
+We parse that text into a Plan and validate it (types, unique ids, `keep` refers only
+to label steps). An invalid answer goes back to the teacher once with the reason; a
+second failure is a PlanError that shows the raw output and how to write the plan by
+hand. The model never writes code, nor JSON that we trust as-is.
 """
 
 from __future__ import annotations
 
+import json
 import re
+
+from pydantic import ValidationError
 
 from falconer_ray.plan import All, AnyOf, Not, Plan, PlanError, Step
 
-PLANNER_PROMPT = """Turn each request into a filter and the fields to extract.
-Filter: yes/no questions about one text, joined by AND or OR; a question may start with NOT; or none.
-Extract: field_name: question, items separated by " ; "; or none.
+MAX_FILTER_CLAUSES = 4
+MAX_ITEMS = 6  # per Classify / Extract line
+MAX_QUESTION_CHARS = 150  # Step.instruction allows 400; tiny models ramble long before that
+MAX_NAME_CHARS = 24
+MAX_TOKENS = 256
+REPAIR_ROUNDS = 1
 
-Request: Extract all laptop prices from positive Amazon reviews.
-Filter: Is the review positive? AND Is the review about a laptop?
-Extract: price: What laptop prices are mentioned?
+# Demonstrations for base models (they continue a pattern far better than they follow
+# instructions). Deliberately about other topics than the planning benchmark's cases
+# (falconer_ray/bench/plan_cases.jsonl); a test keeps them apart.
+DEMOS: list[tuple[str, str, str, str]] = [
+    ("Pull out the phone models from reviews that praise the camera.",
+     "Does the review praise the camera?", "none", "phone: Which phone models are named?"),
+    ("Sort the support chats by language: English, Spanish or German.",
+     "none", "english: Is the chat in English? ; spanish: Is the chat in Spanish? ; german: Is the chat in German?",
+     "none"),
+    ("Get the names and the ages of the patients in case reports.",
+     "none", "none", "name: What are the patient names? ; age: What are the patient ages?"),
+    ("Find the movie reviews that are not written in English.",
+     "NOT Is the review written in English?", "none", "none"),
+    ("Extract the bands from concert reviews that are enthusiastic and about a festival.",
+     "Is the review enthusiastic? AND Is the concert a festival?", "none", "band: Which bands are named?"),
+    ("Which forum posts are about cats or about dogs?",
+     "Is the post about cats? OR Is the post about dogs?", "none", "none"),
+    ("Which city hosts which event, according to these announcements?",
+     "Does the text announce an event?", "none", "event: Which events are announced? ; city: Which cities host the events?"),
+    ("List the bug numbers in commit messages that are not about tests.",
+     "NOT Is the commit about tests?", "none", "bug: Which bug numbers are given?"),
+    ("Extract the opening hours of shops.",
+     "none", "none", "hours: What opening hours are given?"),
+]
 
-Request: Find tweets that complain about delayed flights.
-Filter: Does the tweet complain about a delayed flight?
-Extract: none
+PROMPT_HEADER = """Turn each request into a plan.
+Filter: yes/no questions that select the texts, joined by AND or OR; a question may start with NOT; or none.
+Classify: name: yes/no question, one per class to tag every text with, separated by " ; "; or none.
+Extract: field_name: question, separated by " ; "; or none.
 
-Request: List the companies and the people who lead them in these news articles.
-Filter: none
-Extract: company: Which companies are mentioned? ; leader: Which people lead a company?
-
-Request: Get the symptoms from patient notes that are not about children.
-Filter: NOT Is the note about a child?
-Extract: symptom: What symptoms are mentioned?
-
-Request: Which emails are spam or phishing?
-Filter: Is the email spam? OR Is the email phishing?
-Extract: none
-
-Request: Find the dishes that diners praise in positive restaurant reviews.
-Filter: Is the review positive?
-Extract: dish: Which dishes are praised?
-
-Request: Pull out the cities mentioned in travel blog posts written in a negative tone.
-Filter: Is the post about travel? AND Is the tone negative?
-Extract: city: Which cities are mentioned?
-
-Request: {instruction}
-Filter:"""
-
-PLANNER_GRAMMAR = r"""
-root     ::= " " filter "\nExtract: " extract "\n"
-filter   ::= "none" | clause (joiner clause){0,3}
-clause   ::= ("NOT ")? question
-joiner   ::= " AND " | " OR "
-question ::= [A-Z] [^?\n]+ "?"
-extract  ::= "none" | field (" ; " field){0,4}
-field    ::= [a-z] [a-z_]* ": " question
 """
+
+
+def _demo(request: str, filt: str, classify: str, extract: str) -> str:
+    return f"Request: {request}\nFilter: {filt}\nClassify: {classify}\nExtract: {extract}\n\n"
+
+
+def planner_prompt(instruction: str, rejected: tuple[str, str] | None = None) -> str:
+    """Few-shot completion prompt ending in "Filter:"; `rejected` = (raw, reason) of a failed try."""
+    prompt = PROMPT_HEADER + "".join(_demo(*d) for d in DEMOS)
+    if rejected is not None:
+        raw, reason = rejected
+        prompt += (f"Request: {instruction}\nFilter:{raw.rstrip()}\n"
+                   f"That plan was rejected: {_one_line(reason)}. Write a corrected plan.\n\n")
+    return prompt + f"Request: {instruction}\nFilter:"
+
+
+def planner_grammar(max_clauses: int = MAX_FILTER_CLAUSES, max_items: int = MAX_ITEMS,
+                    max_question: int = MAX_QUESTION_CHARS, max_name: int = MAX_NAME_CHARS) -> str:
+    """GBNF for the three slots; every length and count is bounded, and at least one
+    slot is not "none" (a plan needs a step)."""
+    return "\n".join([
+        'root     ::= " " ( some "\\nClassify: " items "\\nExtract: " items'
+        ' | "none\\nClassify: " ( itemsome "\\nExtract: " items | "none\\nExtract: " itemsome ) ) "\\n"',
+        f"some     ::= clause (joiner clause){{0,{max_clauses - 1}}}",
+        'clause   ::= ("NOT ")? question',
+        'joiner   ::= " AND " | " OR "',
+        f'question ::= [A-Z] [^?\\n;|]{{2,{max_question - 2}}} "?"',
+        'items    ::= "none" | itemsome',
+        f'itemsome ::= item (" ; " item){{0,{max_items - 1}}}',
+        f'item     ::= [a-z] [a-z0-9_]{{0,{max_name - 1}}} ": " question',
+        "",
+    ])
+
+
+PLANNER_GRAMMAR = planner_grammar()
 
 STOPWORDS = {"is", "are", "does", "do", "did", "the", "a", "an", "of", "about", "this", "that", "what",
              "which", "who", "it", "in", "on", "to", "be", "any", "there", "mentioned", "text", "by"}
 
+EXAMPLE_PLAN = {
+    "instruction": "Extract the product names from reviews that are not positive",
+    "steps": [{"id": "positive", "op": "get_label", "instruction": "Is the review positive?"},
+              {"id": "product", "op": "get_span", "instruction": "Which products are named?"}],
+    "keep": {"not": "positive"},
+}
+
 
 def plan_from_text(instruction: str, completion: str) -> Plan:
-    """Parse the teacher's filled slots ("<filter>\\nExtract: <fields>") into a Plan."""
+    """Parse the teacher's filled slots (" <filter>\\nClassify: ...\\nExtract: ...") into a Plan.
+
+    The Classify line is optional (older two-slot answers parse too). A question
+    asked twice in the filter becomes one step referenced twice.
+    """
     text = completion.strip()
-    if "\nExtract:" not in "\n" + text.replace("Filter:", "", 1).lstrip():
+    if text.startswith("Filter:"):
+        text = text[len("Filter:"):]
+    filter_part, sep, rest = text.partition("\nExtract:")
+    if not sep:
         raise PlanError(f"planner output lacks an 'Extract:' line:\n{completion}")
-    filter_part, _, extract_part = text.partition("Extract:")
-    filter_part = filter_part.replace("Filter:", "", 1).strip()
-    extract_part = extract_part.strip().splitlines()[0].strip() if extract_part.strip() else "none"
+    filter_part, _, classify_part = filter_part.partition("\nClassify:")
+    extract_part = rest.strip().splitlines()[0].strip() if rest.strip() else "none"
 
     steps: list[Step] = []
     taken: set[str] = set()
-    keep = None
-    if filter_part.lower() != "none" and filter_part:
-        alternatives = []
-        for group in re.split(r"\s+OR\s+", filter_part):
-            conjuncts = []
-            for clause in re.split(r"\s+AND\s+", group):
-                negated = clause.startswith("NOT ")
-                question = clause[4:].strip() if negated else clause.strip()
-                step = Step(id=_step_id(question, taken), op="get_label", instruction=question)
-                steps.append(step)
-                conjuncts.append(Not(**{"not": step.id}) if negated else step.id)
-            alternatives.append(conjuncts[0] if len(conjuncts) == 1 else All(all=conjuncts))
-        keep = alternatives[0] if len(alternatives) == 1 else AnyOf(any=alternatives)
-    if extract_part.lower() != "none":
-        for item in extract_part.split(" ; "):
-            name, sep, question = item.partition(":")
-            if not sep or not question.strip():
-                raise PlanError(f"extraction item '{item}' is not 'field: question'")
-            steps.append(Step(id=_step_id(name, taken), op="get_span", instruction=question.strip()))
+    by_question: dict[str, str] = {}
+
+    def label(question: str, name: str | None = None) -> str:
+        if name is None and question in by_question:
+            return by_question[question]
+        step = Step(id=_step_id(name or question, taken), op="get_label", instruction=question)
+        steps.append(step)
+        by_question.setdefault(question, step.id)
+        return step.id
+
+    keep = _parse_filter(filter_part.strip(), label)
+    for name, question in _parse_items(classify_part.strip()):
+        label(question, name)
+    for name, question in _parse_items(extract_part):
+        steps.append(Step(id=_step_id(name, taken), op="get_span", instruction=question))
     if not steps:
-        raise PlanError("the plan has neither a filter nor a field to extract")
+        raise PlanError("the plan has no step: give a filter, a class or a field to extract")
     return Plan(instruction=instruction, steps=steps, keep=keep)
+
+
+def _parse_filter(text: str, label) -> object:
+    if not text or text.lower() == "none":
+        return None
+    alternatives = []
+    for group in re.split(r"\s+OR\s+", text):
+        conjuncts = []
+        for clause in re.split(r"\s+AND\s+", group):
+            clause = clause.strip()
+            negated = clause.startswith("NOT ")
+            question = clause[4:].strip() if negated else clause
+            ref = label(question)
+            conjuncts.append(Not(**{"not": ref}) if negated else ref)
+        alternatives.append(conjuncts[0] if len(conjuncts) == 1 else All(all=conjuncts))
+    return alternatives[0] if len(alternatives) == 1 else AnyOf(any=alternatives)
+
+
+def _parse_items(text: str) -> list[tuple[str, str]]:
+    if not text or text.lower() == "none":
+        return []
+    items = []
+    for item in text.split(" ; "):
+        name, sep, question = item.partition(":")
+        if not sep or not question.strip():
+            raise PlanError(f"item '{item}' is not 'name: question'")
+        items.append((name, question.strip()))
+    return items
 
 
 def _step_id(words: str, taken: set[str]) -> str:
@@ -107,18 +184,51 @@ def _step_id(words: str, taken: set[str]) -> str:
     return ident
 
 
-def make_plan(instruction: str, teacher) -> Plan:
-    """Ask the teacher for a plan; a clear error (with its raw output) when it fails."""
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'plan'}: {err['msg']}" for err in e.errors())
+    return str(e)
+
+
+class PlanningFailed(PlanError):
+    """No teacher answer validated; `attempts` holds (raw output, reason) per try."""
+
+    def __init__(self, message: str, attempts: list[tuple[str, str]]):
+        super().__init__(message)
+        self.attempts = attempts
+
+
+def plan_with_trace(instruction: str, teacher, repair_rounds: int = REPAIR_ROUNDS) -> tuple[Plan, list[tuple[str, str]]]:
+    """Like `make_plan`, also returning the rejected tries (raw output, reason) before the plan."""
     instruction = " ".join(instruction.split())
     if not instruction:
         raise PlanError("the instruction is empty; say what to find or extract")
-    prompt = PLANNER_PROMPT.replace("{instruction}", instruction)
-    raw = teacher.complete(prompt, max_tokens=160, stop=["\nRequest:", "\n\n"], grammar=PLANNER_GRAMMAR)
-    try:
-        return plan_from_text(instruction, raw)
-    except (PlanError, ValueError) as e:
-        raise PlanError(
-            f"the teacher ({teacher.name}) did not produce a usable plan: {e}\n"
-            f"raw output:\n{raw}\n"
-            "Write the plan yourself (see `falconer plan --help` for the format) and pass it with --plan FILE."
-        ) from None
+    attempts: list[tuple[str, str]] = []
+    for _ in range(1 + max(repair_rounds, 0)):
+        prompt = planner_prompt(instruction, attempts[-1] if attempts else None)
+        raw = teacher.complete(prompt, max_tokens=MAX_TOKENS, stop=["\nRequest:", "\n\n"], grammar=PLANNER_GRAMMAR)
+        try:
+            return plan_from_text(instruction, raw), attempts
+        except (PlanError, ValueError) as e:  # ValidationError is a ValueError
+            attempts.append((raw, _reason(e)))
+    tries = "\n".join(f"--- attempt {i} (rejected: {_one_line(reason)})\nFilter:{raw}"
+                      for i, (raw, reason) in enumerate(attempts, 1))
+    raise PlanningFailed(
+        f"the teacher ({teacher.name}) did not produce a valid plan for {instruction!r}.\n{tries}\n"
+        "Write the plan yourself and pass it with --plan FILE (`falconer plan --schema` prints the "
+        f"format). A minimal plan:\n{json.dumps(EXAMPLE_PLAN, indent=2)}",
+        attempts,
+    )
+
+
+def make_plan(instruction: str, teacher, repair_rounds: int = REPAIR_ROUNDS) -> Plan:
+    """Ask the teacher for a plan; an invalid answer is sent back once with the reason.
+
+    Raises PlanError (PlanningFailed) with every raw answer and a hand-written example
+    plan when no answer validates.
+    """
+    return plan_with_trace(instruction, teacher, repair_rounds)[0]

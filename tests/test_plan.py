@@ -83,3 +83,99 @@ def test_planner_parser_never_crashes_unexpectedly(text):
     except (PlanError, ValueError):
         return
     assert p.steps
+
+
+def test_planner_classify_line_makes_label_columns_that_do_not_filter():
+    p = plan_from_text("Label reviews", " none\nClassify: pos: Is it positive? ; neg: Is it negative?\nExtract: none\n")
+    assert [(s.id, s.op) for s in p.steps] == [("pos", "get_label"), ("neg", "get_label")] and p.keep is None
+    both = plan_from_text("x", " Is it news?\nClassify: sport: Is it about sport?\nExtract: who: Which people?\n")
+    assert both.keep == "news" and [s.op for s in both.steps] == ["get_label", "get_label", "get_span"]
+
+
+def test_planner_reuses_a_question_asked_twice():
+    p = plan_from_text("x", " Is it spam? OR NOT Is it spam? AND Is it long?\nExtract: none\n")
+    assert [s.instruction for s in p.label_steps] == ["Is it spam?", "Is it long?"]
+    assert condition_text(p.keep) == "(spam OR (NOT spam AND long))"
+
+
+def test_plan_error_example_is_a_valid_plan():
+    from falconer_ray.planner import EXAMPLE_PLAN
+
+    assert Plan.model_validate(EXAMPLE_PLAN).keeps({"positive": False})
+
+
+def test_plan_command_prints_a_table_and_writes_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from falconer_ray.cli import app
+
+    src = tmp_path / "mine.json"
+    plan(keep={"all": ["positive", {"not": "laptop"}]}).save(src)
+    out = tmp_path / "copy.json"
+    r = CliRunner().invoke(app, ["plan", "Prices [bold]of[/] laptops", "--plan", str(src), "--out",
+                                 str(tmp_path / "run"), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "(positive AND NOT laptop)" in r.output and "extract" in r.output and "price" in r.output
+    assert Plan.load(out) == Plan.load(tmp_path / "run" / "plan.json") == Plan.load(src)
+    r = CliRunner().invoke(app, ["plan", "x", "--plan", str(tmp_path / "none.json"), "--out", str(tmp_path / "r2")])
+    assert r.exit_code == 2 and "plan file not found" in r.output
+
+
+# ------------------------------------------------------- the real embedded teacher
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    from falconer_ray.teacher import make_teacher
+
+    return make_teacher("embedded", model="gemma3-270m")
+
+
+class Corrupting:
+    """Passes calls to the real teacher; replaces its first `n_bad` answers with a
+    truncated copy (as if max_tokens cut it before the Extract line)."""
+
+    def __init__(self, teacher, n_bad):
+        self.teacher, self.n_bad, self.name, self.prompts = teacher, n_bad, teacher.name, []
+
+    def complete(self, prompt, max_tokens, stop=None, grammar=None):
+        self.prompts.append(prompt)
+        raw = self.teacher.complete(prompt, max_tokens, stop, grammar)
+        if len(self.prompts) <= self.n_bad:
+            return raw.split("\n")[0][:12]
+        return raw
+
+
+@pytest.mark.slow
+def test_real_teacher_plans_within_the_grammar(gemma):
+    from falconer_ray.planner import MAX_QUESTION_CHARS, plan_with_trace
+
+    p, rejected = plan_with_trace("Extract the song titles from reviews of jazz albums.", gemma)
+    assert rejected == [] and p.steps and p.instruction.startswith("Extract the song titles")
+    assert all(len(s.instruction) <= MAX_QUESTION_CHARS for s in p.steps)
+
+
+@pytest.mark.slow
+def test_invalid_answer_is_repaired_by_the_real_teacher(gemma):
+    from falconer_ray.planner import plan_with_trace
+
+    wrapped = Corrupting(gemma, n_bad=1)
+    p, rejected = plan_with_trace("Extract the song titles from reviews of jazz albums.", wrapped)
+    assert len(wrapped.prompts) == 2 and len(rejected) == 1 and p.steps
+    raw, reason = rejected[0]
+    assert "lacks an 'Extract:' line" in reason
+    assert f"Filter:{raw}\nThat plan was rejected: planner output lacks" in wrapped.prompts[1]
+
+
+@pytest.mark.slow
+def test_unrepairable_answer_is_a_plan_error_with_raw_output_and_help(gemma):
+    from falconer_ray.planner import PlanningFailed, make_plan
+
+    wrapped = Corrupting(gemma, n_bad=5)
+    with pytest.raises(PlanningFailed) as info:
+        make_plan("Extract the song titles from reviews of jazz albums.", wrapped)
+    msg = str(info.value)
+    assert len(wrapped.prompts) == 2 and len(info.value.attempts) == 2  # one repair round, bounded
+    for raw, _ in info.value.attempts:
+        assert f"Filter:{raw}" in msg
+    assert "--plan FILE" in msg and '"keep": {' in msg

@@ -325,26 +325,30 @@ def planner_completions(draw):
     groups = draw(st.lists(
         st.lists(st.tuples(st.booleans(), questions), min_size=1, max_size=3), max_size=3,
     ).filter(lambda gs: sum(map(len, gs)) <= 4))
+    classes = draw(st.lists(st.tuples(field_names, questions), max_size=4))
     fields = draw(st.lists(st.tuples(field_names, questions), max_size=5))
-    assume(groups or fields)
+    assume(groups or classes or fields)
     filt = " OR ".join(" AND ".join(("NOT " if neg else "") + q for neg, q in g) for g in groups) or "none"
+    classify = " ; ".join(f"{n}: {q}" for n, q in classes) or "none"
     extract = " ; ".join(f"{n}: {q}" for n, q in fields) or "none"
-    return f" {filt}\nExtract: {extract}\n", groups, fields
+    # The Classify line is optional: two-slot answers must parse as well.
+    middle = f"\nClassify: {classify}" if classes or draw(st.booleans()) else ""
+    return f" {filt}{middle}\nExtract: {extract}\n", groups, classes, fields
 
 
 @FAST
 @given(planner_completions(), st.data())
 def test_planner_text_parses_to_the_intended_plan(completion, data):
-    text, groups, fields = completion
+    text, groups, classes, fields = completion
     p = plan_from_text("the request", text)
     assert_valid_plan(p)
-    clauses = [c for g in groups for c in g]
-    assert [s.instruction for s in p.label_steps] == [q for _, q in clauses]
+    questions = list(dict.fromkeys(q for g in groups for _, q in g))  # a repeated question is one step
+    assert [s.instruction for s in p.label_steps] == questions + [q for _, q in classes]
     assert [s.instruction for s in p.span_steps] == [q for _, q in fields]
-    values = data.draw(st.lists(st.booleans(), min_size=len(clauses), max_size=len(clauses)))
+    values = data.draw(st.lists(st.booleans(), min_size=len(questions), max_size=len(questions)))
     answers = {s.id: v for s, v in zip(p.label_steps, values)}
-    it = iter(values)
-    per_group = [[next(it) != neg for neg, _ in g] for g in groups]  # AND binds tighter than OR
+    value = dict(zip(questions, values))
+    per_group = [[value[q] != neg for neg, q in g] for g in groups]  # AND binds tighter than OR
     expected = any(all(g) for g in per_group) if groups else True
     assert p.keeps(answers) is expected
 
