@@ -10,18 +10,68 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class PriceConfig(BaseModel):
+    """What teacher and proxy work costs, to put a dollar figure on a run."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt_per_1m: float = Field(0.0, ge=0, description="Dollars per million prompt tokens (hosted endpoint).")
+    completion_per_1m: float = Field(0.0, ge=0, description="Dollars per million completion tokens (hosted endpoint).")
+    gpu_hour: float = Field(0.0, ge=0, description="Dollars per hour of one device running a local teacher (embedded, vLLM) or the proxy.")
 
 from falconer_ray.quote import QuoteConfig
 
 
 class TeacherConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["embedded"] = Field("embedded", description="Teacher backend.")
-    model: str = Field("gemma3-270m", description="Embedded model name or a .gguf path.")
+    """Which LLM answers, and how: the same prompts, parsing and validation for every backend."""
+
+    # A key pasted where a variable NAME belongs must not be echoed back in errors.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    kind: Literal["embedded", "openai", "vllm"] = Field("embedded", description="Teacher backend: embedded llama.cpp on CPU, any OpenAI-compatible endpoint, or vLLM engines on GPUs.")
+    model: Optional[str] = Field(None, description="embedded: gemma3-270m (default), smollm2-135m or a .gguf path; openai: the served model name; vllm: a hub id or path.")
     max_doc_chars: int = Field(1500, ge=200, le=100_000, description="Characters of a document the teacher sees.")
+    url: Optional[str] = Field(None, description="openai: base URL of the API, e.g. http://127.0.0.1:8080/v1.")
+    api_key_env: Optional[str] = Field(None, description="openai: environment variable holding the API key (the key itself is never stored).")
+    api: Literal["chat", "completions"] = Field("chat", description="openai/vllm: chat messages or a few-shot completion prompt.")
+    label_mode: Literal["logprobs", "generate"] = Field("logprobs", description="Score yes/no from token logprobs, or parse a generated answer.")
+    span_format: Literal["json_schema", "json_object", "text"] = Field("json_schema", description="Span answers as structured JSON (OpenAI json_schema, or llama.cpp-style json_object with a schema), or as parsed ' | ' text.")
+    votes: int = Field(1, ge=1, le=32, description="Self-consistency: samples per label when label_mode=generate; the label is the share of yes votes.")
+    vote_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of the votes.")
+    max_span_tokens: int = Field(256, ge=16, le=4096, description="Token budget of one span answer.")
+    qps: Optional[int] = Field(None, ge=1, le=100_000, description="openai: most requests per second per worker.")
+    max_retries: int = Field(3, ge=0, le=20, description="openai: retries of a failed request (timeouts, connection errors, 429 and 5xx).")
+    retry_wait_s: float = Field(1.0, ge=0, le=600, description="openai: first backoff wait; doubles each retry (Retry-After wins when longer).")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="openai: limit of one request.")
+    batch_size: int = Field(16, ge=1, le=65_536, description="Documents per batch sent to a worker or engine.")
+    concurrency: int = Field(1, ge=1, le=10_000, description="openai: parallel HTTP workers; vllm: engine replicas.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="vllm: GPUs per engine replica.")
+    max_model_len: Optional[int] = Field(None, ge=256, le=1_000_000, description="vllm: context length of the engine.")
+    engine_kwargs: dict = Field(default_factory=dict, description="vllm: further vLLM engine arguments.")
+    price: PriceConfig = PriceConfig()
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError("api_key_env must be the NAME of an environment variable (letters, digits, _), not the key itself")
+        return v
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "TeacherConfig":
+        if self.kind == "openai" and not self.url:
+            raise ValueError("teacher kind 'openai' needs a url (--teacher-url http://HOST:PORT/v1)")
+        if self.kind in ("openai", "vllm") and not self.model:
+            raise ValueError(f"teacher kind {self.kind!r} needs a model name (--teacher-model)")
+        if self.api == "completions" and self.span_format != "text":
+            raise ValueError("span_format json_schema/json_object needs api=chat; use span_format=text with completions")
+        return self
+
+    def model_name(self) -> str:
+        return self.model or "gemma3-270m"
 
 
 class ProxyConfig(BaseModel):
@@ -67,7 +117,7 @@ class MineConfig(BaseModel):
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
     instruction: str = ""
     corpus: str = ""
     text_field: str = "text"

@@ -16,9 +16,9 @@ from falconer_ray.rundir import RunDir
 
 
 def make_run_teacher(cfg: RunConfig):
-    from falconer_ray.teacher import make_teacher
+    from falconer_ray.teacher import teacher_from_config
 
-    return make_teacher(cfg.teacher.kind, model=cfg.teacher.model, max_doc_chars=cfg.teacher.max_doc_chars)
+    return teacher_from_config(cfg.teacher)
 
 
 def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None, teacher=None) -> Plan:
@@ -31,7 +31,7 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
         if cfg.instruction and not plan.instruction:
             plan = plan.model_copy(update={"instruction": cfg.instruction})
     else:
-        note(f"[bold]planning[/] with the teacher ({cfg.teacher.model})")
+        note(f"[bold]planning[/] with the teacher ({cfg.teacher.kind}: {cfg.teacher.model_name()})")
         plan = make_plan(cfg.instruction, teacher or make_run_teacher(cfg))
     plan.save(run.plan)
     cfg.save(run.path)
@@ -50,7 +50,7 @@ def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
                             cfg.n_annotate, cfg.seed)
     if not docs:
         raise ValueError(f"{cfg.corpus} has no valid document to annotate (see errors in `falconer run`)")
-    note(f"[bold]annotating[/] {len(docs)} documents with the teacher ({cfg.teacher.model})")
+    note(f"[bold]annotating[/] {len(docs)} documents with the teacher ({cfg.teacher.kind}: {cfg.teacher.model_name()})")
     return annotate_documents(docs, plan, teacher or make_run_teacher(cfg), cfg, run)
 
 

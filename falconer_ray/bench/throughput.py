@@ -39,7 +39,7 @@ def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
     from falconer_ray.progress import progress
 
     teacher = make_run_teacher(cfg)
-    out = {"model": cfg.teacher.model, "docs": len(texts)}
+    out = {"model": cfg.teacher.model_name(), "docs": len(texts)}
     for name, call, instruction in (("get_label", teacher.label, LABEL_INSTRUCTION),
                                     ("get_span", teacher.extract, SPAN_INSTRUCTION)):
         with progress(f"teacher {name}", len(texts)) as advance:

@@ -20,6 +20,7 @@ __all__ = [
     "TeacherStats",
     "clip_document",
     "make_teacher",
+    "teacher_from_config",
     "resolve_gguf",
 ]
 
@@ -30,7 +31,28 @@ def _embedded(model: str | None, **kw: Any) -> Teacher:
     return EmbeddedTeacher(model=model or DEFAULT_MODEL, **kw)
 
 
-KINDS: dict[str, Callable[..., Teacher]] = {"embedded": _embedded}
+def _openai(model: str | None, **kw: Any) -> Teacher:
+    from falconer_ray.teacher.openai import OpenAITeacher
+
+    return OpenAITeacher(model=model or "", **kw)
+
+
+def _vllm(model: str | None, **kw: Any) -> Teacher:
+    from falconer_ray.teacher.vllm import VLLMTeacher
+
+    return VLLMTeacher(model=model or "", **kw)
+
+
+KINDS: dict[str, Callable[..., Teacher]] = {"embedded": _embedded, "openai": _openai, "vllm": _vllm}
+
+# Which TeacherConfig fields each backend takes (the rest do not apply to it).
+_PROMPTING = ("api", "label_mode", "span_format", "votes", "vote_temperature", "max_span_tokens", "max_doc_chars")
+_FIELDS = {
+    "embedded": ("max_doc_chars",),
+    "openai": _PROMPTING + ("url", "api_key_env", "qps", "max_retries", "retry_wait_s", "timeout_s",
+                            "batch_size", "concurrency"),
+    "vllm": _PROMPTING + ("batch_size", "concurrency", "tensor_parallel_size", "max_model_len", "engine_kwargs"),
+}
 
 
 def make_teacher(kind: str = "embedded", model: str | None = None, **kw: Any) -> Teacher:
@@ -40,6 +62,12 @@ def make_teacher(kind: str = "embedded", model: str | None = None, **kw: Any) ->
     except KeyError:
         raise ValueError(f"unknown teacher kind {kind!r}; known kinds: {sorted(KINDS)}") from None
     return factory(model, **kw)
+
+
+def teacher_from_config(cfg: Any) -> Teacher:
+    """Build the teacher a `TeacherConfig` describes."""
+    kw = {k: getattr(cfg, k) for k in _FIELDS[cfg.kind]}
+    return make_teacher(cfg.kind, model=cfg.model, **kw)
 
 
 def __getattr__(name: str) -> Any:

@@ -8,11 +8,28 @@ vLLM engine are interchangeable. Nothing here may mention a specific backend.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Protocol, Union, runtime_checkable
 
 ProgressFn = Callable[[int], None]
 """Called with the number of documents finished so far, after each document."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Stands in for one document's answer when the teacher could not give one.
+
+    A remote teacher can time out, be rate limited or answer garbage; that must
+    cost one document (reported with its reason), never the whole batch. Failed
+    answers are never cached, so a rerun asks again.
+    """
+
+    reason: str
+    detail: str = ""
+
+
+LabelResult = Union[float, Failed]
+SpanResult = Union[list, Failed]
 
 
 @dataclass
@@ -24,10 +41,15 @@ class TeacherStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str, n: int = 1) -> None:
         if n:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+    def error(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.errors[reason] = self.errors.get(reason, 0) + n
 
     def merge(self, other: "TeacherStats") -> None:
         self.calls += other.calls
@@ -35,6 +57,21 @@ class TeacherStats:
         self.completion_tokens += other.completion_tokens
         self.seconds += other.seconds
         self.rejected = dict(Counter(self.rejected) + Counter(other.rejected))
+        self.errors = dict(Counter(self.errors) + Counter(other.errors))
+
+    def snapshot(self) -> "TeacherStats":
+        return replace(self, rejected=dict(self.rejected), errors=dict(self.errors))
+
+    def since(self, before: "TeacherStats") -> "TeacherStats":
+        """What was spent after `before` (a snapshot of these stats) was taken."""
+        return TeacherStats(
+            calls=self.calls - before.calls,
+            prompt_tokens=self.prompt_tokens - before.prompt_tokens,
+            completion_tokens=self.completion_tokens - before.completion_tokens,
+            seconds=self.seconds - before.seconds,
+            rejected=dict(Counter(self.rejected) - Counter(before.rejected)),
+            errors=dict(Counter(self.errors) - Counter(before.errors)),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,14 +93,14 @@ class Teacher(Protocol):
 
     def label(
         self, texts: list[str], instruction: str, on_progress: ProgressFn | None = None
-    ) -> list[float]:
-        """P(yes): probability that each text satisfies `instruction`."""
+    ) -> list[LabelResult]:
+        """P(yes): probability that each text satisfies `instruction` (or `Failed`)."""
         ...
 
     def extract(
         self, texts: list[str], instruction: str, on_progress: ProgressFn | None = None
-    ) -> list[list[str]]:
-        """Raw answer strings per text; NOT validated against the text yet."""
+    ) -> list[SpanResult]:
+        """Raw answer strings per text (or `Failed`); NOT validated against the text yet."""
         ...
 
     def complete(

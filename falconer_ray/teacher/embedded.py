@@ -342,13 +342,14 @@ class EmbeddedTeacher:
         return sorted(yes - shared), sorted(no - shared)
 
 
-def _load(cls, **kw):
-    """Construct Llama with `use_extra_bufts=False`.
+@contextlib.contextmanager
+def no_extra_buffers():
+    """Models loaded inside this block get `use_extra_bufts=False`.
 
     The default CPU build repacks weights into AMX/extra buffer types, and that
     path segfaults on the first decode on some CPUs. llama-cpp-python does not
     expose the flag (unknown kwargs are silently swallowed), so the model
-    params default is patched for the duration of the load.
+    params default is patched for the duration of the block.
     """
     import llama_cpp.llama as llama_mod
 
@@ -363,9 +364,15 @@ def _load(cls, **kw):
 
     lib.llama_model_default_params = patched
     try:
-        return cls(**kw)
+        yield
     finally:
         lib.llama_model_default_params = original
+
+
+def _load(cls, **kw):
+    """Construct Llama without extra weight buffers (see `no_extra_buffers`)."""
+    with no_extra_buffers():
+        return cls(**kw)
 
 
 _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
@@ -395,10 +402,4 @@ def _logsumexp(x: np.ndarray) -> float:
     return m + math.log(float(np.sum(np.exp(x - m))))
 
 
-def _unflatten(doc: str, item: str) -> str:
-    """An answer copied from the one-line rendering, mapped back to the
-    original characters (same offsets) when the document had line breaks."""
-    if item in doc:
-        return item
-    i = prompts.flatten(doc).find(item)
-    return doc[i : i + len(item)] if i >= 0 else item
+_unflatten = prompts.unflatten

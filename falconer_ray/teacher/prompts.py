@@ -17,6 +17,8 @@ annotation-cache key, so stale answers are never served for a new prompt.
 
 from __future__ import annotations
 
+import json
+
 PROMPT_VERSION = "fs1"
 
 DEFAULT_MAX_DOC_CHARS = 1500
@@ -50,6 +52,15 @@ def flatten(text: str) -> str:
     from the flattened text maps straight back onto the original.
     """
     return text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+
+
+def unflatten(doc: str, item: str) -> str:
+    """An answer copied from the one-line rendering, mapped back to the
+    original characters (same offsets) when the document had line breaks."""
+    if item in doc:
+        return item
+    i = flatten(doc).find(item)
+    return doc[i : i + len(item)] if i >= 0 else item
 
 
 # ----------------------------------------------------------------- label
@@ -212,6 +223,41 @@ def span_grammar(max_items: int = MAX_SPAN_ITEMS, max_chars: int = MAX_SPAN_CHAR
 
 
 SPAN_GRAMMAR = span_grammar()
+
+
+def span_json_schema(max_items: int = MAX_SPAN_ITEMS, max_chars: int = MAX_SPAN_CHARS) -> dict:
+    """JSON schema of a span answer for servers with structured output: the
+    same bounds as SPAN_GRAMMAR (a tiny model loops inside unbounded arrays)."""
+    return {
+        "type": "object",
+        "properties": {
+            "spans": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": max_chars},
+                "maxItems": max_items,
+            }
+        },
+        "required": ["spans"],
+        "additionalProperties": False,
+    }
+
+
+def span_json_answer(answer: str) -> str:
+    """A demonstration's " | " answer as the JSON object the schema asks for."""
+    items = [] if answer == "none" else answer.split(" | ")
+    return json.dumps({"spans": items}, ensure_ascii=False)
+
+
+def span_json_messages(instruction: str, doc: str) -> list[dict[str, str]]:
+    """Chat variant for structured output: same demonstrations, JSON answers."""
+    msgs = _chat(
+        SPAN_HEADER.strip(), SPAN_DEMOS, instruction, doc,
+        'Copy the exact phrases as JSON {"spans": [...]}; an empty list if none.',
+    )
+    for m in msgs:
+        if m["role"] == "assistant":
+            m["content"] = span_json_answer(m["content"])
+    return msgs
 
 # ------------------------------------------------------------------ chat
 
