@@ -86,7 +86,7 @@ def test_cli_global_flags_reach_the_commands(tmp_path):
             "--out", str(tmp_path / "run")]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "label  pos" in done.stdout  # the command's own output stays on stdout
+    assert "Is it positive?" in done.stdout  # the command's own output (the plan table) stays on stdout
     events = [json.loads(line) for line in done.stderr.strip().splitlines()]
     assert events and events[-1]["event"] == "note" and events[-1]["message"].startswith("written:"), done.stderr
     both = subprocess.run([*args[:3], "--quiet", *args[3:]], capture_output=True, text=True, timeout=120)
