@@ -95,9 +95,11 @@ def test_report_html_content(tmp_path):
     assert "<script" not in html.lower()  # the page runs no code; the document's is escaped
     assert "&lt;script&gt;document.body.dataset.pwned" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|url\((?!#)|@import""", html)  # nothing to fetch
-    assert html.count("<svg") == 3  # one histogram, throughput, time
+    assert html.count("<svg") == 4  # one histogram, throughput, time, dollars
     for link in ("plan.json", "results/", "errors/", "annotations/annotations.jsonl"):
         assert f'href="{link}"' in html
+    # 8 s teacher + 30 s training + 4 s mining vs 400 docs / 0.5 docs/s, all at the default $0.10/h
+    assert f"${42 * 0.1 / 3600:.4g} / ${800 * 0.1 / 3600:.4g}" in html
     assert re.search(r"<code>empty_text</code></td><td class=\"num\">8<", html)
     assert re.search(r"<code>malformed_json</code></td><td class=\"num\">[1-9]", html)
 
@@ -116,7 +118,7 @@ def test_report_renders_in_chromium(tmp_path):
     dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     sizes = json.loads(re.search(r'data-svg-sizes="([^"]*)"', dom).group(1).replace("&quot;", '"'))
-    assert len(sizes) == 3 and all(w > 100 and h > 50 for w, h in sizes), sizes
+    assert len(sizes) == 4 and all(w > 100 and h > 50 for w, h in sizes), sizes
     assert "data-pwned" not in dom  # neither the <script> nor the onerror of the document ran
     assert "&lt;script&gt;" in dom and "Is this movie review positive?" in dom
     assert '<code id="keep">positive</code>' in dom
