@@ -126,3 +126,23 @@ def test_report_renders_in_chromium(tmp_path):
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                     "--window-size=1200,2000", page.as_uri()], capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
+    from typer.testing import CliRunner
+
+    from falconer_ray.cli import app
+
+    run = make_run(tmp_path, n=100)
+    write_json(run.path / "quote.json", {"corpus": {"docs": 100}, "falconer": {
+        "teacher_calls": 4, "seconds": {"annotate": 16.0, "train": 30.0, "mine": 2.0}}})
+    result = CliRunner().invoke(app, ["report", str(run.path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(run.report.read_text())
+    rows = {r["what"]: r for r in report["quote_vs_actual"]["rows"]}
+    assert rows["annotation seconds"]["actual_over_quoted"] == 0.5 and rows["mining seconds"]["actual_over_quoted"] == 2.0
+    assert report["wall_s"] == 50.0  # the measured wall time survives a rewrite
+    html = (run.path / "report.html").read_text()
+    assert 'id="quote"' in html and "<td>annotation seconds</td>" in html
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "falconer plan" in missing.output
