@@ -57,7 +57,7 @@ def context(run: RunDir, report: dict) -> dict:
         "errors": error_reasons(run, report.get("docs_error") or 0),
         "agreement": agreement_rows(plan, report.get("agreement") or {}),
         "histograms": histograms(run, plan, report, cfg.mine.label_threshold),
-        "speed": speed(report, cfg, read_json(run.annotation_stats)),
+        "speed": speed(report, cfg, read_json(run.annotation_stats), read_json(run.path / "quote.json")),
         "documents": annotated_documents(run, plan),
         "results": result_rows(run, plan),
         "quote": quote_comparison(run, report),
@@ -127,14 +127,23 @@ def histograms(run: RunDir, plan: Plan, report: dict, threshold: float) -> list[
     return out
 
 
-def speed(report: dict, cfg, annotation_stats: dict) -> dict:
+def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
     """Docs/s of teacher and proxy, the all-teacher time extrapolated to docs_in, and
-    both in dollars at the config's `quote:` prices."""
+    both in dollars at the config's `quote:` prices. When the annotations came from the
+    cache, the teacher's speed is the one the quote's pilot measured, if there is one."""
     from falconer_ray.plots import bars, stacked_time
 
     teacher, proxy = report.get("teacher") or {}, report.get("proxy") or {}
     t_rate, p_rate, docs = teacher.get("docs_per_s"), proxy.get("docs_per_s"), report.get("docs_in") or 0
-    out = {"teacher_rate": t_rate, "proxy_rate": p_rate, "docs": docs, "svgs": []}
+    source = "measured while annotating"
+    if not t_rate and quote:
+        per_op = (quote.get("measured") or {}).get("teacher") or {}
+        plan = report.get("plan") or {}
+        ops = [s.get("op") for s in plan.get("steps", [])]
+        s_per_doc = sum(per_op.get("label" if op == "get_label" else "span", {}).get("s_per_call", 0.0) for op in ops)
+        if s_per_doc > 0:
+            t_rate, source = 1 / s_per_doc, "measured by the quote's pilot (annotations came from the cache)"
+    out = {"teacher_rate": t_rate, "teacher_source": source, "proxy_rate": p_rate, "docs": docs, "svgs": []}
     if t_rate and p_rate:
         out["speedup"] = p_rate / t_rate
         out["svgs"].append(Markup(bars(["teacher (annotation)", "proxy (mining)"], [t_rate, p_rate],

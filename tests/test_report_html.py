@@ -135,14 +135,20 @@ def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
 
     run = make_run(tmp_path, n=100)
     write_json(run.path / "quote.json", {"corpus": {"docs": 100}, "falconer": {
-        "teacher_calls": 4, "seconds": {"annotate": 16.0, "train": 30.0, "mine": 2.0}}})
+        "teacher_calls": 4, "seconds": {"annotate": 16.0, "train": 30.0, "mine": 2.0}},
+        "measured": {"teacher": {"label": {"s_per_call": 1.5}, "span": {"s_per_call": 2.5}}}})
+    stats = json.loads(run.annotation_stats.read_text())  # as after a rerun served from the cache
+    stats["teacher"].update(calls=0, seconds=0.0, docs_per_s=None)
+    write_json(run.annotation_stats, stats)
     result = CliRunner().invoke(app, ["report", str(run.path)])
     assert result.exit_code == 0, result.output
     report = json.loads(run.report.read_text())
     rows = {r["what"]: r for r in report["quote_vs_actual"]["rows"]}
-    assert rows["annotation seconds"]["actual_over_quoted"] == 0.5 and rows["mining seconds"]["actual_over_quoted"] == 2.0
+    assert rows["annotation seconds"]["actual_over_quoted"] == 0.0 and rows["mining seconds"]["actual_over_quoted"] == 2.0
     assert report["wall_s"] == 50.0  # the measured wall time survives a rewrite
     html = (run.path / "report.html").read_text()
     assert 'id="quote"' in html and "<td>annotation seconds</td>" in html
+    assert "measured by the quote&#39;s pilot" in html  # 1 / (1.5 s + 2.5 s) per document
+    assert re.search(r"teacher over all 100 documents.*?<td class=\"num\">400 s<", html, re.S)
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "falconer plan" in missing.output
