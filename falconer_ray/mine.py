@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from falconer_ray.config import RunConfig
 from falconer_ray.corpus import read_corpus
 from falconer_ray.plan import Plan
-from falconer_ray.progress import quiet_libraries, watch
+from falconer_ray.progress import watch
 from falconer_ray.quote import count_documents
 from falconer_ray.rundir import RunDir, write_json
 from falconer_ray.spans import Span
@@ -155,7 +155,6 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
     )
     shutil.rmtree(run.rows, ignore_errors=True)
     expected = count_documents(cfg, cfg.quote.count_bytes)["docs"]
-    quiet_libraries()
     # Writes ask for no CPU, as reads do: the actors hold every core, and writes that
     # wait for one would hold all output in the object store until the last batch.
     with watch("proxy mining", expected, RowsWritten(run.rows)):

@@ -94,6 +94,41 @@ class Plan(BaseModel):
         """Whether a document with these label answers goes on to extraction."""
         return True if self.keep is None else evaluate(self.keep, answers)
 
+    # Editing: each returns a new, re-validated plan, so an edit can never leave a plan
+    # whose `keep` refers to a missing step; save it and rerun the later stages.
+    def add_step(self, id: str, op: str, instruction: str) -> Plan:
+        """A copy with one more step (span steps become output fields)."""
+        return self._rebuilt(steps=[*self._step_dicts(), {"id": id, "op": op, "instruction": instruction}])
+
+    def update_step(self, id: str, **fields) -> Plan:
+        """A copy with step `id` changed, e.g. update_step("positive", instruction="...")."""
+        steps = self._step_dicts()
+        if id not in [s["id"] for s in steps]:
+            raise PlanError(f"no step '{id}' in the plan (steps: {', '.join(s['id'] for s in steps)})")
+        return self._rebuilt(steps=[{**s, **fields} if s["id"] == id else s for s in steps])
+
+    def remove_step(self, id: str) -> Plan:
+        """A copy without step `id`; fails while `keep` still refers to it."""
+        steps = self._step_dicts()
+        if id not in [s["id"] for s in steps]:
+            raise PlanError(f"no step '{id}' in the plan (steps: {', '.join(s['id'] for s in steps)})")
+        return self._rebuilt(steps=[s for s in steps if s["id"] != id])
+
+    def with_keep(self, keep) -> Plan:
+        """A copy with a new `keep` condition: a step id, {"all"|"any": [...]}, {"not": ...} or None."""
+        return self._rebuilt(keep=keep)
+
+    def _step_dicts(self) -> list[dict]:
+        return [s.model_dump() for s in self.steps]
+
+    def _rebuilt(self, **changes) -> Plan:
+        data = {**self.model_dump(by_alias=True), **changes}
+        try:
+            return Plan.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'plan'}: {err['msg']}" for err in e.errors())
+            raise PlanError(f"the edited plan is not valid: {problems}") from None
+
     def render(self) -> str:
         """A human-readable outline of the plan."""
         lines = [f"Plan for: {self.instruction}" if self.instruction else "Plan"]

@@ -44,7 +44,8 @@ def mode() -> str:
 
 
 def quiet_libraries() -> None:
-    """Ray Data's own bars and per-operator log lines, off unless a person watches a terminal."""
+    """Ray Data's own bars and its every-10-s log blocks, off unless a person watches a
+    terminal: our own progress line per step says the same in one line."""
     if _mode != "auto" or not sys.stderr.isatty():
         from ray.data import DataContext
 

@@ -19,8 +19,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    from falconer_ray.progress import mode
+    from falconer_ray.progress import mode, quiet_libraries
 
+    quiet_libraries()  # before any Dataset exists: each one keeps the context it was made with
     if ray.is_initialized():
         return
     chatty = mode() == "auto"  # --quiet / --log-json: no worker log lines mixed into the output

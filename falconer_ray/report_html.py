@@ -57,7 +57,7 @@ def context(run: RunDir, report: dict) -> dict:
         "errors": error_reasons(run, report.get("docs_error") or 0),
         "agreement": agreement_rows(plan, report.get("agreement") or {}),
         "histograms": histograms(run, plan, report, cfg.mine.label_threshold),
-        "speed": speed(report),
+        "speed": speed(report, cfg, read_json(run.annotation_stats), read_json(run.path / "quote.json")),
         "documents": annotated_documents(run, plan),
         "results": result_rows(run, plan),
         "quote": quote_comparison(run, report),
@@ -127,13 +127,23 @@ def histograms(run: RunDir, plan: Plan, report: dict, threshold: float) -> list[
     return out
 
 
-def speed(report: dict) -> dict:
-    """Docs/s of teacher and proxy, and the all-teacher time extrapolated to docs_in."""
+def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
+    """Docs/s of teacher and proxy, the all-teacher time extrapolated to docs_in, and
+    both in dollars at the config's `quote:` prices. When the annotations came from the
+    cache, the teacher's speed is the one the quote's pilot measured, if there is one."""
     from falconer_ray.plots import bars, stacked_time
 
     teacher, proxy = report.get("teacher") or {}, report.get("proxy") or {}
     t_rate, p_rate, docs = teacher.get("docs_per_s"), proxy.get("docs_per_s"), report.get("docs_in") or 0
-    out = {"teacher_rate": t_rate, "proxy_rate": p_rate, "docs": docs, "svgs": []}
+    source = "measured while annotating"
+    if not t_rate and quote:
+        per_op = (quote.get("measured") or {}).get("teacher") or {}
+        plan = report.get("plan") or {}
+        ops = [s.get("op") for s in plan.get("steps", [])]
+        s_per_doc = sum(per_op.get("label" if op == "get_label" else "span", {}).get("s_per_call", 0.0) for op in ops)
+        if s_per_doc > 0:
+            t_rate, source = 1 / s_per_doc, "measured by the quote's pilot (annotations came from the cache)"
+    out = {"teacher_rate": t_rate, "teacher_source": source, "proxy_rate": p_rate, "docs": docs, "svgs": []}
     if t_rate and p_rate:
         out["speedup"] = p_rate / t_rate
         out["svgs"].append(Markup(bars(["teacher (annotation)", "proxy (mining)"], [t_rate, p_rate],
@@ -148,6 +158,41 @@ def speed(report: dict) -> dict:
         out["svgs"].append(Markup(stacked_time({"all-teacher (estimated)": {"annotate (teacher)": out["all_teacher_s"]},
                                                 "falconer (measured)": stages},
                                                f"time for {docs:,} documents")))
+    out["usd"] = dollars(cfg, stages, out.get("all_teacher_s"), annotation_stats, teacher.get("annotated_docs"), docs)
+    if out["usd"].get("all_teacher") is not None:
+        out["svgs"].append(Markup(bars(["all-teacher (estimated)", "falconer (this run)"],
+                                       [out["usd"]["all_teacher"], out["usd"]["falconer"]],
+                                       "cost at the configured prices", "$", colors=["#c0504d", "#4f81bd"])))
+    return out
+
+
+def dollars(cfg, stages: dict, all_teacher_s: float | None, annotation_stats: dict, annotated: int | None,
+            docs: int) -> dict:
+    """This run's stage times and the all-teacher estimate priced with `cfg.quote`."""
+    q = cfg.quote
+    try:
+        teacher_hw, train_hw, mine_hw = q.price(q.teacher), q.price(q.train), q.price(q.mine)
+    except ValueError:
+        return {}
+    stats = (annotation_stats.get("teacher") or {}).get("stats") or {}
+    tokens_in, tokens_out = stats.get("prompt_tokens") or 0, stats.get("completion_tokens") or 0
+
+    def token_usd(t_in: float, t_out: float) -> float:
+        return (t_in * q.teacher_usd_per_m_input_tokens + t_out * q.teacher_usd_per_m_output_tokens) / 1e6
+
+    hourly = lambda hw, units: hw.usd_per_hour * units / 3600  # noqa: E731
+    falconer = (stages["annotate (teacher)"] * hourly(teacher_hw, q.teacher.units) + token_usd(tokens_in, tokens_out)
+                + stages["train proxy"] * hourly(train_hw, q.train.units)
+                + stages["mine (proxy)"] * hourly(mine_hw, q.mine.units))
+    out = {"falconer": falconer, "all_teacher": None, "prices": (
+        f"teacher on {q.teacher.units} x {q.teacher.hardware} at ${teacher_hw.usd_per_hour:g}/h, training on "
+        f"{q.train.units} x {q.train.hardware} at ${train_hw.usd_per_hour:g}/h, mining on {q.mine.units} x "
+        f"{q.mine.hardware} at ${mine_hw.usd_per_hour:g}/h, tokens ${q.teacher_usd_per_m_input_tokens:g} / "
+        f"${q.teacher_usd_per_m_output_tokens:g} per million in / out")}
+    if all_teacher_s is not None:
+        per_doc = 1 / annotated if annotated else 0.0  # tokens scale with documents
+        out["all_teacher"] = (all_teacher_s * hourly(teacher_hw, q.teacher.units)
+                              + token_usd(tokens_in * per_doc * docs, tokens_out * per_doc * docs))
     return out
 
 

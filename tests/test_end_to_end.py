@@ -34,8 +34,11 @@ def test_mine_runs_every_stage_and_reruns_from_cache(ray_local, corpus, tmp_path
                                       str(corpus), "--out", str(out), "--id-field", "id", "--config", str(config)])
     assert result.exit_code == 0, result.output
     for name in ("plan.json", "config.json", "annotations/annotations.jsonl", "proxy/proxy.safetensors",
-                 "results", "errors", "report.json"):
+                 "results", "errors", "report.json", "report.html"):
         assert (out / name).exists(), name
+    page = (out / "report.html").read_text()
+    plan = json.loads((out / "plan.json").read_text())
+    assert all(f"<code>{s['id']}</code>" in page for s in plan["steps"]) and page.count("<svg") >= 2
     report = json.loads((out / "report.json").read_text())
     assert report["docs_in"] == 62 == report["docs_kept"] + report["docs_filtered"] + report["docs_error"]
     assert report["docs_error"] == 2

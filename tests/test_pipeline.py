@@ -51,6 +51,9 @@ def test_proxy_learns_and_mines_every_document(ray_local, tmp_path, cache_dir):
     majority = max(sum(r["label"] for r in held), len(held) - sum(r["label"] for r in held)) / len(held)
     assert metrics["agreement"]["heldout_docs"] == len(held)
     assert metrics["agreement"]["label"] >= majority + 0.08, (metrics, majority)
+    step = metrics["agreement"]["steps"]["positive"]
+    assert sum(step["confusion"].values()) == len(held)
+    assert step["accuracy"] == metrics["agreement"]["label"]  # one label step: the same figure
     assert (run.proxy / "proxy.safetensors").exists()
 
     stats = stage_mine(run, cfg)
@@ -64,3 +67,4 @@ def test_proxy_learns_and_mines_every_document(ray_local, tmp_path, cache_dir):
     filtered = pads.dataset(run.filtered).to_table().to_pylist()
     assert all(r["label_positive"] < 0.5 for r in filtered)
     assert not run.rows.exists() and not list(run.path.glob("*.tmp"))
+    assert "Is this movie review positive?" in (run.path / "report.html").read_text()

@@ -95,9 +95,11 @@ def test_report_html_content(tmp_path):
     assert "<script" not in html.lower()  # the page runs no code; the document's is escaped
     assert "&lt;script&gt;document.body.dataset.pwned" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|url\((?!#)|@import""", html)  # nothing to fetch
-    assert html.count("<svg") == 3  # one histogram, throughput, time
+    assert html.count("<svg") == 4  # one histogram, throughput, time, dollars
     for link in ("plan.json", "results/", "errors/", "annotations/annotations.jsonl"):
         assert f'href="{link}"' in html
+    # 8 s teacher + 30 s training + 4 s mining vs 400 docs / 0.5 docs/s, all at the default $0.10/h
+    assert f"${42 * 0.1 / 3600:.4g} / ${800 * 0.1 / 3600:.4g}" in html
     assert re.search(r"<code>empty_text</code></td><td class=\"num\">8<", html)
     assert re.search(r"<code>malformed_json</code></td><td class=\"num\">[1-9]", html)
 
@@ -116,7 +118,7 @@ def test_report_renders_in_chromium(tmp_path):
     dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     sizes = json.loads(re.search(r'data-svg-sizes="([^"]*)"', dom).group(1).replace("&quot;", '"'))
-    assert len(sizes) == 3 and all(w > 100 and h > 50 for w, h in sizes), sizes
+    assert len(sizes) == 4 and all(w > 100 and h > 50 for w, h in sizes), sizes
     assert "data-pwned" not in dom  # neither the <script> nor the onerror of the document ran
     assert "&lt;script&gt;" in dom and "Is this movie review positive?" in dom
     assert '<code id="keep">positive</code>' in dom
@@ -124,3 +126,29 @@ def test_report_renders_in_chromium(tmp_path):
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                     "--window-size=1200,2000", page.as_uri()], capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
+    from typer.testing import CliRunner
+
+    from falconer_ray.cli import app
+
+    run = make_run(tmp_path, n=100)
+    write_json(run.path / "quote.json", {"corpus": {"docs": 100}, "falconer": {
+        "teacher_calls": 4, "seconds": {"annotate": 16.0, "train": 30.0, "mine": 2.0}},
+        "measured": {"teacher": {"label": {"s_per_call": 1.5}, "span": {"s_per_call": 2.5}}}})
+    stats = json.loads(run.annotation_stats.read_text())  # as after a rerun served from the cache
+    stats["teacher"].update(calls=0, seconds=0.0, docs_per_s=None)
+    write_json(run.annotation_stats, stats)
+    result = CliRunner().invoke(app, ["report", str(run.path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(run.report.read_text())
+    rows = {r["what"]: r for r in report["quote_vs_actual"]["rows"]}
+    assert rows["annotation seconds"]["actual_over_quoted"] == 0.0 and rows["mining seconds"]["actual_over_quoted"] == 2.0
+    assert report["wall_s"] == 50.0  # the measured wall time survives a rewrite
+    html = (run.path / "report.html").read_text()
+    assert 'id="quote"' in html and "<td>annotation seconds</td>" in html
+    assert "measured by the quote&#39;s pilot" in html  # 1 / (1.5 s + 2.5 s) per document
+    assert re.search(r"teacher over all 100 documents.*?<td class=\"num\">400 s<", html, re.S)
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "falconer plan" in missing.output
