@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from falconer_ray.plan import All, AnyOf, Not, Plan, PlanError, Step
 
 MAX_FILTER_CLAUSES = 4
-MAX_ITEMS = 6  # per Classify / Extract line
+MAX_ITEMS = 5  # per Classify / Extract line
 MAX_QUESTION_CHARS = 150  # Step.instruction allows 400; tiny models ramble long before that
 MAX_NAME_CHARS = 24
 MAX_TOKENS = 256
@@ -43,16 +43,31 @@ DEMOS: list[tuple[str, str, str, str]] = [
      "none", "none", "name: What are the patient names? ; age: What are the patient ages?"),
     ("Find the movie reviews that are not written in English.",
      "NOT Is the review written in English?", "none", "none"),
+    ("Keep the podcast episodes that discuss climate change.",
+     "Does the episode discuss climate change?", "none", "none"),
     ("Extract the bands from concert reviews that are enthusiastic and about a festival.",
      "Is the review enthusiastic? AND Is the concert a festival?", "none", "band: Which bands are named?"),
+    ("Mark each essay as formal or informal.",
+     "none", "formal: Is the essay formal? ; informal: Is the essay informal?", "none"),
     ("Which forum posts are about cats or about dogs?",
      "Is the post about cats? OR Is the post about dogs?", "none", "none"),
     ("Which city hosts which event, according to these announcements?",
      "Does the text announce an event?", "none", "event: Which events are announced? ; city: Which cities host the events?"),
-    ("List the bug numbers in commit messages that are not about tests.",
-     "NOT Is the commit about tests?", "none", "bug: Which bug numbers are given?"),
     ("Extract the opening hours of shops.",
      "none", "none", "hours: What opening hours are given?"),
+    ("List the bug numbers in commit messages that are not about tests.",
+     "NOT Is the commit about tests?", "none", "bug: Which bug numbers are given?"),
+    ("Find the letters that are written by a lawyer and mention a deadline.",
+     "Is the letter written by a lawyer? AND Does the letter mention a deadline?", "none", "none"),
+    ("Who wrote which song, in these music articles?",
+     "none", "none", "writer: Who wrote the songs? ; song: Which songs were written?"),
+    ("From news about earthquakes, get the magnitude and the region.",
+     "Is the news about an earthquake?", "none", "magnitude: What magnitude is given? ; region: Which regions were hit?"),
+    ("Tag each recipe review as praise, complaint or question.",
+     "none", "praise: Does the review praise the recipe? ; complaint: Is the review a complaint? ; "
+     "question: Does the review ask a question?", "none"),
+    ("Extract the phone numbers from messages that are urgent or angry.",
+     "Is the message urgent? OR Is the message angry?", "none", "phone: Which phone numbers are given?"),
 ]
 
 PROMPT_HEADER = """Turn each request into a plan.
@@ -67,9 +82,38 @@ def _demo(request: str, filt: str, classify: str, extract: str) -> str:
     return f"Request: {request}\nFilter: {filt}\nClassify: {classify}\nExtract: {extract}\n\n"
 
 
+# Words that signal a plan's structure (negation, and / or, classes, relations) are
+# kept when demonstrations are compared with a request; filler words are not.
+_FILLER = frozenset("a an the of in on at to for from by with is are be it its this these those that".split())
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if w not in _FILLER}
+
+
+NEAREST_DEMOS = 2
+
+
+def nearest_demos(instruction: str, k: int = NEAREST_DEMOS) -> list[tuple[str, str, str, str]]:
+    """The `k` demonstrations most like `instruction`, the nearest last.
+
+    Tiny models copy the structure of the example just before the question, so the
+    nearest ones (word-set Jaccard, structure words included) are repeated there.
+    The full list stays first, unchanged, so llama.cpp reuses its cached tokens and
+    only the repeated examples are read anew. Ties keep DEMOS order: deterministic.
+    """
+    words = _words(instruction)
+
+    def similarity(demo: tuple[str, str, str, str]) -> float:
+        other = _words(demo[0])
+        return len(words & other) / len(words | other) if words | other else 0.0
+
+    return sorted(DEMOS, key=similarity)[-k:] if k > 0 else []
+
+
 def planner_prompt(instruction: str, rejected: tuple[str, str] | None = None) -> str:
     """Few-shot completion prompt ending in "Filter:"; `rejected` = (raw, reason) of a failed try."""
-    prompt = PROMPT_HEADER + "".join(_demo(*d) for d in DEMOS)
+    prompt = PROMPT_HEADER + "".join(_demo(*d) for d in DEMOS + nearest_demos(instruction))
     if rejected is not None:
         raw, reason = rejected
         prompt += (f"Request: {instruction}\nFilter:{raw.rstrip()}\n"
@@ -87,7 +131,8 @@ def planner_grammar(max_clauses: int = MAX_FILTER_CLAUSES, max_items: int = MAX_
         f"some     ::= clause (joiner clause){{0,{max_clauses - 1}}}",
         'clause   ::= ("NOT ")? question',
         'joiner   ::= " AND " | " OR "',
-        f'question ::= [A-Z] [^?\\n;|]{{2,{max_question - 2}}} "?"',
+        # "Is ...", "Does ...": a capital then lower case (tiny models otherwise drift into capitals)
+        f'question ::= [A-Z] [a-z] [^?\\n;|]{{1,{max_question - 3}}} "?"',
         'items    ::= "none" | itemsome',
         f'itemsome ::= item (" ; " item){{0,{max_items - 1}}}',
         f'item     ::= [a-z] [a-z0-9_]{{0,{max_name - 1}}} ": " question',
@@ -111,8 +156,8 @@ EXAMPLE_PLAN = {
 def plan_from_text(instruction: str, completion: str) -> Plan:
     """Parse the teacher's filled slots (" <filter>\\nClassify: ...\\nExtract: ...") into a Plan.
 
-    The Classify line is optional (older two-slot answers parse too). A question
-    asked twice in the filter becomes one step referenced twice.
+    The Classify line is optional (older two-slot answers parse too). A question asked
+    twice becomes one step (tiny models repeat themselves).
     """
     text = completion.strip()
     if text.startswith("Filter:"):
@@ -128,7 +173,7 @@ def plan_from_text(instruction: str, completion: str) -> Plan:
     by_question: dict[str, str] = {}
 
     def label(question: str, name: str | None = None) -> str:
-        if name is None and question in by_question:
+        if question in by_question:  # one step per distinct question
             return by_question[question]
         step = Step(id=_step_id(name or question, taken), op="get_label", instruction=question)
         steps.append(step)
@@ -138,8 +183,11 @@ def plan_from_text(instruction: str, completion: str) -> Plan:
     keep = _parse_filter(filter_part.strip(), label)
     for name, question in _parse_items(classify_part.strip()):
         label(question, name)
+    asked = set()
     for name, question in _parse_items(extract_part):
-        steps.append(Step(id=_step_id(name, taken), op="get_span", instruction=question))
+        if question not in asked:  # the same question twice is one field (tiny models repeat lines)
+            asked.add(question)
+            steps.append(Step(id=_step_id(name, taken), op="get_span", instruction=question))
     if not steps:
         raise PlanError("the plan has no step: give a filter, a class or a field to extract")
     return Plan(instruction=instruction, steps=steps, keep=keep)
@@ -157,8 +205,20 @@ def _parse_filter(text: str, label) -> object:
             question = clause[4:].strip() if negated else clause
             ref = label(question)
             conjuncts.append(Not(**{"not": ref}) if negated else ref)
+        conjuncts = _unique(conjuncts)  # "x AND x" is x
         alternatives.append(conjuncts[0] if len(conjuncts) == 1 else All(all=conjuncts))
+    alternatives = _unique(alternatives)
     return alternatives[0] if len(alternatives) == 1 else AnyOf(any=alternatives)
+
+
+def _unique(conditions: list) -> list:
+    seen, out = set(), []
+    for c in conditions:
+        key = c if isinstance(c, str) else c.model_dump_json(by_alias=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
 
 
 def _parse_items(text: str) -> list[tuple[str, str]]:

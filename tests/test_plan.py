@@ -179,3 +179,23 @@ def test_unrepairable_answer_is_a_plan_error_with_raw_output_and_help(gemma):
     for raw, _ in info.value.attempts:
         assert f"Filter:{raw}" in msg
     assert "--plan FILE" in msg and '"keep": {' in msg
+
+
+def test_planner_drops_repeated_conditions():
+    p = plan_from_text("x", " Is it spam? OR Is it spam?\nExtract: none\n")
+    assert p.keep == "spam"
+    p = plan_from_text("x", " Is it spam? AND Is it spam? AND NOT Is it long? AND NOT Is it long?\nExtract: none\n")
+    assert condition_text(p.keep) == "(spam AND NOT long)"
+
+
+def test_nearest_demos_are_repeated_just_before_the_request():
+    from falconer_ray.planner import DEMOS, PROMPT_HEADER, _demo, nearest_demos, planner_prompt
+
+    for demo in DEMOS:
+        assert nearest_demos(demo[0])[-1] == demo
+    fixed = PROMPT_HEADER + "".join(_demo(*d) for d in DEMOS)
+    a, b = planner_prompt("Find posts that are not about cats."), planner_prompt("Tag each song as sad or happy.")
+    assert a.startswith(fixed) and b.startswith(fixed)  # a shared prefix the KV cache reuses
+    assert a.endswith(_demo(*nearest_demos("Find posts that are not about cats.")[-1])
+                      + "Request: Find posts that are not about cats.\nFilter:")
+    assert a == planner_prompt("Find posts that are not about cats.")  # deterministic

@@ -343,8 +343,8 @@ def test_planner_text_parses_to_the_intended_plan(completion, data):
     p = plan_from_text("the request", text)
     assert_valid_plan(p)
     questions = list(dict.fromkeys(q for g in groups for _, q in g))  # a repeated question is one step
-    assert [s.instruction for s in p.label_steps] == questions + [q for _, q in classes]
-    assert [s.instruction for s in p.span_steps] == [q for _, q in fields]
+    assert [s.instruction for s in p.label_steps] == list(dict.fromkeys(questions + [q for _, q in classes]))
+    assert [s.instruction for s in p.span_steps] == list(dict.fromkeys(q for _, q in fields))
     values = data.draw(st.lists(st.booleans(), min_size=len(questions), max_size=len(questions)))
     answers = {s.id: v for s, v in zip(p.label_steps, values)}
     value = dict(zip(questions, values))
