@@ -120,6 +120,8 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
 
     if train_source not in ("gold", "teacher"):
         raise ValueError(f"--train-source must be gold or teacher, not {train_source!r}")
+    if target_agreement is not None and not (0.0 < target_agreement < 1.0 and 0.0 < delta < 1.0):
+        raise ValueError(f"--target-agreement and --delta must be in (0, 1) (got {target_agreement}, {delta})")
     task = load_task(dataset, entity)
     train_idx, test_idx = split(len(task.docs), n_train, n_test, cfg.seed)
     test_texts = [task.docs[i]["text"] for i in test_idx]
