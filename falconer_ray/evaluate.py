@@ -162,7 +162,8 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
         "proxy_vs_gold": compare(task.kind, predicted, gold_test),
         "teacher_vs_gold": compare(task.kind, teacher_test, gold_test),
         "proxy_vs_teacher": compare(task.kind, predicted, teacher_test),
-        "teacher_calls": calls,
+        "teacher_calls": calls,  # paid; the rest of teacher_docs came from the annotation cache
+        "teacher_docs": len(test_idx) + (len(train_idx) if train_source == "teacher" else 0),
         "seconds": {"teacher": round(teacher_s, 3), "train": trained["wall_s"], "proxy_predict": round(proxy_s, 3),
                     "total": round(time.monotonic() - started, 3)},
         "train": {k: trained[k] for k in ("examples", "final_loss", "workers", "pos_weight")},
