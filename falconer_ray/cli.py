@@ -87,6 +87,10 @@ def _show(report: dict, run: RunDir) -> None:
     t.add_row("proxy", f"{report['proxy']['docs_per_s']} docs/s")
     agreement = {k: v for k, v in (report.get("agreement") or {}).items() if k != "steps"}
     t.add_row("agreement", json.dumps(agreement))
+    if report.get("cascade"):
+        c = report["cascade"]
+        t.add_row("cascade", f"target {c['target_agreement']} (delta {c['delta']}), threshold {c['threshold']}, "
+                             f"held-out agreement {c['heldout_agreement']:.3f}, to teacher {c['fraction_to_teacher']}")
     console.print(t)
     console.print(f"results: {run.results}   errors: {run.errors}   report: {run.path / 'report.html'}")
 
@@ -112,6 +116,8 @@ def mine(
     keep_text: Annotated[Optional[bool], typer.Option("--keep-text/--no-keep-text", help="Copy texts into results.")] = None,
     quote: Annotated[bool, typer.Option("--quote", help="First write quote.json (see `falconer quote`); "
                                         "report.html then compares it with what happened.")] = False,
+    target_agreement: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: the teacher answers documents the proxy is unsure of, so that answers agree with the teacher's on at least this fraction (calibrated on the held-out annotations).")] = None,
+    delta: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: allowed probability of missing --target-agreement (default 0.05).")] = None,
 ):
     """Run everything: plan, annotate a sample with the teacher, train the proxy, mine the corpus.
 
@@ -125,7 +131,8 @@ def mine(
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
                       "teacher.model": teacher_model, "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
-                      "mine.jsonl": jsonl, "mine.keep_text": keep_text})
+                      "mine.jsonl": jsonl, "mine.keep_text": keep_text,
+                      "mine.target_agreement": target_agreement, "mine.delta": delta})
     report = mine_all(cfg, out, plan, quote=quote)
     _show(report, RunDir(out))
 

@@ -104,6 +104,8 @@ class MineConfig(BaseModel):
     gpus_per_actor: float = Field(0.0, ge=0, le=8)
     label_threshold: float = Field(0.5, ge=0, le=1)
     span_threshold: float = Field(0.5, ge=0, le=1)
+    target_agreement: float | None = Field(None, gt=0, lt=1, description="Cascade: send documents the proxy is unsure of to the teacher, so that answers agree with the teacher's on at least this fraction of documents (calibrated on the held-out annotations).")
+    delta: float = Field(0.05, gt=0, lt=1, description="Cascade: allowed probability that the target agreement is missed.")
     keep_text: bool = Field(False, description="Copy document text into results.")
     jsonl: bool = Field(False, description="Also write results as JSONL.")
     actor_restarts: int = Field(-1, ge=-1, le=10_000, description="Times Ray restarts a proxy actor whose process died (-1: no limit).")

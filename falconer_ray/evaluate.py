@@ -120,6 +120,8 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
 
     if train_source not in ("gold", "teacher"):
         raise ValueError(f"--train-source must be gold or teacher, not {train_source!r}")
+    if target_agreement is not None and not (0.0 < target_agreement < 1.0 and 0.0 < delta < 1.0):
+        raise ValueError(f"--target-agreement and --delta must be in (0, 1) (got {target_agreement}, {delta})")
     task = load_task(dataset, entity)
     train_idx, test_idx = split(len(task.docs), n_train, n_test, cfg.seed)
     test_texts = [task.docs[i]["text"] for i in test_idx]
@@ -160,7 +162,8 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
         "proxy_vs_gold": compare(task.kind, predicted, gold_test),
         "teacher_vs_gold": compare(task.kind, teacher_test, gold_test),
         "proxy_vs_teacher": compare(task.kind, predicted, teacher_test),
-        "teacher_calls": calls,
+        "teacher_calls": calls,  # paid; the rest of teacher_docs came from the annotation cache
+        "teacher_docs": len(test_idx) + (len(train_idx) if train_source == "teacher" else 0),
         "seconds": {"teacher": round(teacher_s, 3), "train": trained["wall_s"], "proxy_predict": round(proxy_s, 3),
                     "total": round(time.monotonic() - started, 3)},
         "train": {k: trained[k] for k in ("examples", "final_loss", "workers", "pos_weight")},

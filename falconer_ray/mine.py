@@ -31,12 +31,18 @@ from falconer_ray.spans import Span
 SPAN_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]))
 
 
-def output_schema(plan: Plan, keep_text: bool) -> pa.Schema:
+def output_schema(plan: Plan, keep_text: bool, cascade: bool = False, routed_text: bool = False) -> pa.Schema:
+    """Result columns; with the cascade, `source` (proxy / teacher) and the proxy's
+    `confidence`, and between the two stages the text of rows routed to the teacher."""
     fields = [("doc_id", pa.string()), ("status", pa.string()), ("error", pa.string())]
     fields += [(f"label_{s.id}", pa.float64()) for s in plan.label_steps]
     fields += [(f"span_{s.id}", SPAN_TYPE) for s in plan.span_steps]
     if keep_text:
         fields.append(("text", pa.string()))
+    if cascade:
+        fields += [("source", pa.string()), ("confidence", pa.float64())]
+    if routed_text:
+        fields.append(("_text", pa.string()))
     return pa.schema(fields)
 
 
@@ -48,6 +54,10 @@ class Answer:
     kept: bool
     labels: dict[str, float]
     spans: dict[str, list[Span]]
+    # Lowest confidence over the answer's parts: each label's chosen side and, when
+    # kept, each span step's tokens (see Proxy.extract_with_confidence). The cascade
+    # sends documents below its threshold to the teacher.
+    confidence: float = 1.0
 
     def to_dict(self) -> dict:
         return {"kept": self.kept, "labels": self.labels,
@@ -64,27 +74,31 @@ def apply_plan(proxy, plan: Plan, cfg: RunConfig, texts: list[str]) -> list[Answ
     if not texts:
         return []
     labels: list[dict[str, float]] = [{} for _ in texts]
+    confidence = [1.0] * len(texts)
     said_yes: list[dict[str, bool]] = [{} for _ in texts]
     for step in plan.label_steps:
         scores = proxy.label_scores(texts, step.instruction, pooling=cfg.proxy.label_pooling)
         for doc, yes, score in zip(labels, said_yes, map(float, scores)):
             doc[step.id] = score  # decide on the stored float64 score, not the float32 one
             yes[step.id] = score >= cfg.mine.label_threshold
+        for j, score in enumerate(map(float, scores)):
+            confidence[j] = min(confidence[j], max(score, 1.0 - score))
     kept = [plan.keeps(yes) for yes in said_yes]
     kept_at = [j for j, k in enumerate(kept) if k]
     spans: list[dict[str, list[Span]]] = [{} for _ in texts]
     for step in plan.span_steps:
-        found = proxy.extract([texts[j] for j in kept_at], step.instruction,
-                              threshold=cfg.mine.span_threshold) if kept_at else []
-        for j, doc_spans in zip(kept_at, found):
+        found, sure = proxy.extract_with_confidence([texts[j] for j in kept_at], step.instruction,
+                                                    threshold=cfg.mine.span_threshold) if kept_at else ([], [])
+        for j, doc_spans, c in zip(kept_at, found, sure):
             spans[j][step.id] = doc_spans
-    return [Answer(k, doc_labels, doc_spans) for k, doc_labels, doc_spans in zip(kept, labels, spans)]
+            confidence[j] = min(confidence[j], float(c))
+    return [Answer(k, doc_labels, doc_spans, c) for k, doc_labels, doc_spans, c in zip(kept, labels, spans, confidence)]
 
 
 class ProxyStage:
     """A Ray Data actor: loads the proxy once, then labels and extracts per batch."""
 
-    def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, threads: int):
+    def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, threads: int, threshold: float | None = None):
         import torch
 
         from falconer_ray.proxy import Proxy
@@ -93,7 +107,9 @@ class ProxyStage:
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward())
-        self.schema = output_schema(self.plan, self.cfg.mine.keep_text)
+        self.threshold = threshold  # cascade: below it, the teacher answers
+        cascade = threshold is not None
+        self.schema = output_schema(self.plan, self.cfg.mine.keep_text, cascade, routed_text=cascade)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -112,6 +128,13 @@ class ProxyStage:
                     out[f"span_{step_id}"][i] = [s.to_dict() for s in spans]
         if self.cfg.mine.keep_text:
             out["text"] = [r["text"] if s == "kept" else None for r, s in zip(rows, out["status"])]
+        if self.threshold is not None:
+            for i, answer in zip(ok, answers):
+                out["confidence"][i] = answer.confidence
+                if answer.confidence < self.threshold:
+                    out["source"][i], out["_text"][i] = "teacher", rows[i]["text"]
+                else:
+                    out["source"][i] = "proxy"
         return pa.table(out, schema=self.schema)
 
 
@@ -134,14 +157,21 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
     from ray.data import ActorPoolStrategy, DataContext
 
     DataContext.get_current().target_max_block_size = cfg.mine.block_bytes
+    from falconer_ray.routing import TeacherStage, load_threshold
+
     proxy_dir = run.require(run.proxy, "train")
+    threshold = load_threshold(run, cfg)
     started = time.monotonic()
     ds = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit)
     low, high = pool_size(cfg)
+    if threshold is not None:  # leave room for the teacher actor, or it never starts
+        high = max(1, high - 1)
+        low = min(low, high)
     threads = max(1, int(cfg.mine.cpus_per_actor))
     ds = ds.map_batches(
         ProxyStage,
-        fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads),
+        fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads,
+                             threshold),
         batch_size=cfg.mine.docs_per_call(),
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=low, max_size=high),
@@ -153,6 +183,13 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
         max_restarts=cfg.mine.actor_restarts,
         max_task_retries=cfg.mine.task_retries,
     )
+    if threshold is not None:
+        ds = ds.map_batches(
+            TeacherStage, fn_constructor_args=(plan.model_dump_json(by_alias=True), cfg.model_dump_json()),
+            batch_size=cfg.mine.docs_per_call(), batch_format="pyarrow", compute=ActorPoolStrategy(size=1),
+            num_cpus=cfg.mine.cpus_per_actor, max_restarts=cfg.mine.actor_restarts,
+            max_task_retries=cfg.mine.task_retries,
+        )
     shutil.rmtree(run.rows, ignore_errors=True)
     expected = count_documents(cfg, cfg.quote.count_bytes)["docs"]
     # Writes ask for no CPU, as reads do: the actors hold every core, and writes that
@@ -192,10 +229,14 @@ class RowsWritten:
 
 def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
     """Split the mined rows by status into their folders, each committed atomically."""
-    rows = pads.dataset(str(run.rows), format="parquet", schema=output_schema(plan, cfg.mine.keep_text))
+    cascade = cfg.mine.target_agreement is not None
+    rows = pads.dataset(str(run.rows), format="parquet", schema=output_schema(plan, cfg.mine.keep_text, cascade))
     status = rows.to_table(columns=["status"]).column("status")
     counts = {s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}
-    label_cols = [f"label_{s.id}" for s in plan.label_steps]
+    label_cols = [f"label_{s.id}" for s in plan.label_steps] + (["source", "confidence"] if cascade else [])
+    to_teacher = None
+    if cascade:
+        to_teacher = int(pc.sum(pc.equal(rows.to_table(columns=["source"]).column("source"), "teacher")).as_py() or 0)
     targets = {
         run.results: ("kept", None),
         run.filtered: ("filtered", ["doc_id", *label_cols]),
@@ -217,8 +258,11 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
         write_jsonl(run.results, run.path / "results.jsonl")
     shutil.rmtree(run.rows, ignore_errors=True)
     docs_in = sum(counts.values())
-    return {"docs_in": docs_in, "docs_kept": counts["kept"], "docs_filtered": counts["filtered"],
-            "docs_error": counts["error"]}
+    out = {"docs_in": docs_in, "docs_kept": counts["kept"], "docs_filtered": counts["filtered"],
+           "docs_error": counts["error"]}
+    if to_teacher is not None:
+        out["docs_to_teacher"] = to_teacher
+    return out
 
 
 def write_jsonl(parquet_dir, path) -> None:

@@ -67,6 +67,10 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
                   f"documents with {cfg.train.num_workers} Ray Train workers")
     metrics = train_proxy(plan, rows, cfg, run)
     metrics["agreement"] = agreement(plan, rows, run.proxy, cfg)
+    if cfg.mine.target_agreement is not None:
+        from falconer_ray.routing import calibrate_run
+
+        metrics["cascade"] = calibrate_run(plan, rows, run, cfg)
     write_json(run.train_metrics, metrics)
     return metrics
 

@@ -40,6 +40,15 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
         from falconer_ray.quote import compare
 
         report["quote_vs_actual"] = compare(quote, report)
+    cascade = read_json(run.path / "cascade.json")
+    if cascade and mined.get("docs_to_teacher") is not None:
+        report["cascade"] = {
+            "target_agreement": cascade["target"], "delta": cascade["delta"], "threshold": cascade["threshold"],
+            "heldout_docs": cascade["n"], "heldout_agreement": cascade["agreement"],
+            "heldout_to_teacher": cascade["to_teacher"], "proxy_only_agreement": cascade.get("proxy_only_agreement"),
+            "docs_to_teacher": mined["docs_to_teacher"],
+            "fraction_to_teacher": round(mined["docs_to_teacher"] / mined["docs_in"], 4) if mined.get("docs_in") else None,
+        }
     if report["docs_in"] is not None:
         total = report["docs_kept"] + report["docs_filtered"] + report["docs_error"]
         report["invariant_ok"] = report["docs_in"] == total
