@@ -76,6 +76,11 @@ def _show(report: dict, run: RunDir) -> None:
     t.add_row("teacher", f"{report['teacher']['model']}: {report['teacher']['calls']} calls, "
                          f"{report['teacher']['docs_per_s']} docs/s")
     t.add_row("proxy", f"{report['proxy']['docs_per_s']} docs/s")
+    cost = report.get("cost") or {}
+    if cost:
+        tc = cost["teacher"]
+        t.add_row("cost", f"${cost['usd']:.4f} (teacher: {tc['prompt_tokens']} prompt + {tc['completion_tokens']} "
+                          f"completion tokens, {tc['seconds']} s)")
     t.add_row("agreement", json.dumps(report.get("agreement")))
     console.print(t)
     console.print(f"results: {run.results}   errors: {run.errors}   report: {run.report}")
