@@ -295,6 +295,20 @@ def test_failed_answers_are_reported_and_never_cached():
     assert again.calls == 1 and again.errors  # only the failed document is asked again
 
 
+def test_self_consistency_votes():
+    from falconer_ray.teacher.batch import combine_votes, result_row
+
+    def vote(v):
+        return result_row({"i": 0}, v, {}, (10, 1))
+
+    assert combine_votes([vote(1.0), vote(0.0), vote(1.0), vote(Failed("label_unparsed"))]) == pytest.approx(2 / 3)
+    assert combine_votes([vote(0.25)]) == 0.25
+    assert combine_votes([vote(Failed("timeout", "x")), vote(Failed("timeout", "y"))]) == Failed("timeout", "x")
+    t = make_teacher("openai", model="m", url="http://127.0.0.1:9/v1", label_mode="generate", votes=5)
+    assert t.votes == 5 and t.name == "openai:m:chat:generate:votes5:json_schema"
+    assert make_teacher("openai", model="m", url="http://127.0.0.1:9/v1", votes=5).votes == 1  # logprobs: one score
+
+
 # ---------------------------------------------------------------- vLLM plumbing
 
 
