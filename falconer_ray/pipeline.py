@@ -12,7 +12,7 @@ from pathlib import Path
 from falconer_ray.config import RunConfig
 from falconer_ray.plan import Plan
 from falconer_ray.progress import note
-from falconer_ray.rundir import RunDir
+from falconer_ray.rundir import RunDir, write_json
 
 
 def make_run_teacher(cfg: RunConfig):
@@ -28,11 +28,15 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
     run.create()
     if plan_file:
         plan = Plan.load(plan_file)
+        write_json(run.plan_stats, {"teacher": None, "stats": {}})  # no teacher call was paid for
         if cfg.instruction and not plan.instruction:
             plan = plan.model_copy(update={"instruction": cfg.instruction})
     else:
         note(f"[bold]planning[/] with the teacher ({cfg.teacher.kind}: {cfg.teacher.model_name()})")
-        plan = make_plan(cfg.instruction, teacher or make_run_teacher(cfg))
+        teacher = teacher or make_run_teacher(cfg)
+        before = teacher.stats.snapshot()
+        plan = make_plan(cfg.instruction, teacher)
+        write_json(run.plan_stats, {"teacher": teacher.name, "stats": teacher.stats.since(before).to_dict()})
     plan.save(run.plan)
     cfg.save(run.path)
     return plan

@@ -6,6 +6,10 @@ from falconer_ray.rundir import RunDir, read_json, write_json
 
 
 def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict | None = None) -> dict:
+    from falconer_ray.config import RunConfig
+    from falconer_ray.cost import run_cost
+
+    cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
     ann = read_json(run.annotation_stats)
     mined = read_json(run.mine_stats)
     trained = read_json(run.train_metrics)
@@ -25,7 +29,11 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
             "annotated_docs": ann.get("docs"),
             "cached": ann.get("cached"),
             "rejected_spans": ann.get("rejected_spans"),
+            "rejected": ann.get("rejected"),
+            "docs_failed": ann.get("docs_failed"),
+            "errors_by_reason": ann.get("errors_by_reason"),
         },
+        "cost": run_cost(read_json(run.plan_stats), ann, trained, mined, cfg),
         "proxy": {
             "docs_per_s": mined.get("proxy_docs_per_s"),
             "mine_s": mined.get("mine_s"),

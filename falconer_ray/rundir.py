@@ -18,6 +18,8 @@ class RunDir:
     annotations_dir = property(lambda self: self.path / "annotations")
     annotations = property(lambda self: self.path / "annotations" / "annotations.jsonl")
     annotation_stats = property(lambda self: self.path / "annotations" / "stats.json")
+    annotation_errors = property(lambda self: self.path / "annotations" / "errors.jsonl")
+    plan_stats = property(lambda self: self.path / "plan_stats.json")
     proxy = property(lambda self: self.path / "proxy")
     train_metrics = property(lambda self: self.path / "proxy" / "metrics.json")
     rows = property(lambda self: self.path / "_rows")

@@ -28,7 +28,8 @@ def corpus(tmp_path_factory):
 
 def test_mine_runs_every_stage_and_reruns_from_cache(ray_local, corpus, tmp_path, cache_dir):
     config = tmp_path / "run.yaml"
-    config.write_text(f"cache_dir: {cache_dir}\nn_annotate: 24\ntrain:\n  epochs: 1\n")
+    config.write_text(f"cache_dir: {cache_dir}\nn_annotate: 24\ntrain:\n  epochs: 1\n"
+                      "teacher:\n  price: {gpu_hour: 3.6}\n")
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["mine", "Extract the names of people praised in positive movie reviews.",
                                       str(corpus), "--out", str(out), "--id-field", "id", "--config", str(config)])
@@ -46,6 +47,12 @@ def test_mine_runs_every_stage_and_reruns_from_cache(ray_local, corpus, tmp_path
     assert report["teacher"]["calls"] > 0 and report["teacher"]["docs_per_s"] > 0
     assert report["proxy"]["docs_per_s"] > 0
     assert set(report["agreement"]) >= {"label", "span_f1"}
+    cost = report["cost"]  # the planner made one call; annotation paid per uncached document and step
+    assert cost["stages"]["plan"]["calls"] == 1 and cost["stages"]["plan"]["prompt_tokens"] > 0
+    assert cost["stages"]["annotate"]["calls"] == report["teacher"]["calls"]
+    assert cost["teacher"]["usd"] == pytest.approx(cost["teacher"]["seconds"] / 3600 * 3.6, abs=1e-5)
+    assert cost["stages"]["proxy"]["usd"] > 0 and cost["usd"] > cost["teacher"]["usd"]
+    assert isinstance(report["teacher"]["rejected"], dict) and report["teacher"]["docs_failed"] == 0
 
     annotations = [json.loads(line) for line in (out / "annotations/annotations.jsonl").open()]
     assert len(annotations) == 24

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from falconer_ray.annotate.cache import AnnotationCache, cache_key
 from falconer_ray.annotate.validate import parse_span_answer, validate_spans
 from falconer_ray.spans import Span
-from falconer_ray.teacher.base import ProgressFn, Teacher
+from falconer_ray.teacher.base import Failed, ProgressFn, Teacher
 from falconer_ray.teacher.prompts import DEFAULT_MAX_DOC_CHARS, clip_document
 
 __all__ = [
@@ -30,16 +30,18 @@ __all__ = [
 
 
 class Labels(NamedTuple):
-    probs: list[float]  # P(yes) per input text
+    probs: list[float | None]  # P(yes) per input text; None where the teacher failed
     calls: int  # documents sent to the teacher (cache misses)
     shown: list[str]  # the clipped text the teacher saw, per input
+    errors: dict[int, Failed] = {}  # input index -> why the teacher gave no answer
 
 
 class Extractions(NamedTuple):
-    spans: list[list[Span]]  # validated spans, offsets into `shown[i]` (= into the text)
+    spans: list[list[Span] | None]  # validated spans, offsets into `shown[i]`; None where it failed
     calls: int
     rejected: dict[str, int]  # validation rejections over this batch, by reason
     shown: list[str]
+    errors: dict[int, Failed] = {}
 
 
 def _lookup(teacher: Teacher, cache: AnnotationCache | None, op: str, texts, instruction):
@@ -75,10 +77,11 @@ def cached_label(
     if todo:
         probs = teacher.label(todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo)))
         fresh = dict(zip(misses, probs))
-        if cache is not None:
-            cache.put_many(fresh, op="label")
+        _store(cache, fresh, "label")
         hits.update(fresh)
-    return Labels([float(hits[k]) for k in keys], len(todo), shown)
+    errors = {i: hits[k] for i, k in enumerate(keys) if isinstance(hits[k], Failed)}
+    probs = [None if i in errors else float(hits[k]) for i, k in enumerate(keys)]
+    return Labels(probs, len(todo), shown, errors)
 
 
 def cached_extract(
@@ -94,13 +97,23 @@ def cached_extract(
         fresh = dict(zip(misses, teacher.extract(
             todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo))
         )))
-        if cache is not None:
-            cache.put_many(fresh, op="span")
+        _store(cache, fresh, "span")
         hits.update(fresh)
-    spans: list[list[Span]] = []
+    spans: list[list[Span] | None] = []
     rejected: Counter[str] = Counter()
-    for k, s in zip(keys, shown):
+    errors: dict[int, Failed] = {}
+    for i, (k, s) in enumerate(zip(keys, shown)):
+        if isinstance(hits[k], Failed):
+            errors[i] = hits[k]
+            spans.append(None)
+            continue
         ok, bad = validate_spans(s, list(hits[k]))
         spans.append(ok)
         rejected.update(bad)
-    return Extractions(spans, len(todo), dict(rejected), shown)
+    return Extractions(spans, len(todo), dict(rejected), shown, errors)
+
+
+def _store(cache: AnnotationCache | None, fresh: dict, op: str) -> None:
+    """Cache real answers only: a failed call is asked again on the next run."""
+    if cache is not None:
+        cache.put_many({k: v for k, v in fresh.items() if not isinstance(v, Failed)}, op=op)

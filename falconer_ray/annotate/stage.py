@@ -22,30 +22,41 @@ from falconer_ray.sample import is_heldout
 
 
 def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, run: RunDir) -> dict:
-    """Annotate `docs` ({doc_id, text}) for every step; write annotations.jsonl and stats."""
+    """Annotate `docs` ({doc_id, text}) for every step; write annotations.jsonl and stats.
+
+    A document the teacher failed on for any step (timeouts, rate limits, an
+    unusable answer) goes to annotations/errors.jsonl with the reasons instead:
+    the proxy never learns from a half-annotated document.
+    """
     cache = AnnotationCache(Path(cfg.cache_dir) / "annotations.sqlite")
     texts = [d["text"] for d in docs]
     labels, spans, shown = {}, {}, None
     calls, rejected = Counter(), Counter()
+    failed: dict[int, list[dict]] = {}
     started = time.monotonic()
-    seconds_before = teacher.stats.seconds
+    before = teacher.stats.snapshot()
     for step in plan.label_steps:
         with progress(f"teacher get_label '{step.id}'", len(texts)) as advance:
             out = cached_label(teacher, cache, texts, step.instruction, on_progress=_absolute(advance))
         labels[step.id], shown = out.probs, out.shown
         calls["label"] += out.calls
+        _note_errors(failed, step, out.errors)
     for step in plan.span_steps:
         with progress(f"teacher get_span '{step.id}'", len(texts)) as advance:
             out = cached_extract(teacher, cache, texts, step.instruction, on_progress=_absolute(advance))
         spans[step.id], shown = out.spans, out.shown
         calls["span"] += out.calls
         rejected.update(out.rejected)
+        _note_errors(failed, step, out.errors)
     cache.close()
 
     run.annotations_dir.mkdir(parents=True, exist_ok=True)
+    _write_errors(run, docs, failed)
     tmp = run.annotations.with_suffix(".jsonl.tmp")
     with tmp.open("w") as f:
         for i, d in enumerate(docs):
+            if i in failed:
+                continue
             row = {
                 "doc_id": d["doc_id"],
                 "text": shown[i],
@@ -56,22 +67,44 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
             f.write(json.dumps(row) + "\n")
     tmp.replace(run.annotations)
 
-    teacher_seconds = teacher.stats.seconds - seconds_before
+    spent = teacher.stats.since(before)
+    teacher_seconds = spent.seconds
     paid_docs = max(calls.values(), default=0)
+    ok = [d for i, d in enumerate(docs) if i not in failed]
     stats = {
         "teacher": {"model": teacher.name, "calls": sum(calls.values()), "calls_by_op": dict(calls),
                     "seconds": round(teacher_seconds, 3),
                     "docs_per_s": round(paid_docs / teacher_seconds, 3) if calls and teacher_seconds > 0 else None,
-                    "stats": teacher.stats.to_dict()},
-        "docs": len(docs),
-        "heldout": sum(is_heldout(d["doc_id"], cfg.seed, cfg.train.heldout) for d in docs),
+                    "stats": spent.to_dict()},
+        "docs": len(ok),
+        "docs_failed": len(failed),
+        "errors_by_reason": dict(Counter(e["reason"] for errs in failed.values() for e in errs)),
+        "heldout": sum(is_heldout(d["doc_id"], cfg.seed, cfg.train.heldout) for d in ok),
         "cached": {"label": len(texts) * len(plan.label_steps) - calls["label"],
                    "span": len(texts) * len(plan.span_steps) - calls["span"]},
         "rejected_spans": dict(rejected),
+        "rejected": dict(Counter(spent.rejected) + Counter(rejected)),
         "wall_s": round(time.monotonic() - started, 3),
     }
     write_json(run.annotation_stats, stats)
+    if docs and not ok:
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats["errors_by_reason"].items())
+        raise ValueError(f"the teacher failed on every document ({reasons}); details in {run.annotation_errors}")
     return stats
+
+
+def _note_errors(failed: dict[int, list[dict]], step, errors: dict) -> None:
+    for i, f in errors.items():
+        failed.setdefault(i, []).append({"step": step.id, "op": step.op, "reason": f.reason, "detail": f.detail})
+
+
+def _write_errors(run: RunDir, docs: list[dict], failed: dict[int, list[dict]]) -> None:
+    """errors.jsonl: one row per document the teacher could not annotate (empty when none)."""
+    tmp = run.annotation_errors.with_suffix(".jsonl.tmp")
+    with tmp.open("w") as f:
+        for i in sorted(failed):
+            f.write(json.dumps({"doc_id": docs[i]["doc_id"], "errors": failed[i]}) + "\n")
+    tmp.replace(run.annotation_errors)
 
 
 def _absolute(advance):

@@ -34,6 +34,16 @@ def result_row(row: dict, value, rejected: dict[str, int], tokens: tuple[int, in
     }
 
 
+def combine_votes(got: list[dict]) -> LabelResult:
+    """One document's label from its result rows: the one score, or with
+    self-consistency the share of yes among the votes that parsed (majority
+    = share > 0.5). Failed only when no vote gave an answer."""
+    votes = [json.loads(r["value"]) for r in got if not r["error"]]
+    if votes:
+        return sum(votes) / len(votes)
+    return Failed(got[0]["error"], got[0]["detail"]) if got else Failed("no_answer")
+
+
 def parse_response(resp: dict, row: dict, op: str, span_format: str) -> dict:
     """OpenAI-shaped response -> result row (the shared postprocess core).
 
@@ -84,14 +94,7 @@ class BatchTeacher:
 
     def label(self, texts: list[str], instruction: str, on_progress: ProgressFn | None = None) -> list[LabelResult]:
         rows = [{"i": i, "v": v, "doc": t} for i, t in enumerate(texts) for v in range(self.votes)]
-        out: list[LabelResult] = []
-        for i, got in enumerate(self._run("label", instruction, rows, len(texts), on_progress)):
-            votes = [json.loads(r["value"]) for r in got if not r["error"]]
-            if votes:
-                out.append(sum(votes) / len(votes))  # share of yes votes (or the one score)
-            else:
-                out.append(Failed(got[0]["error"], got[0]["detail"]) if got else Failed("no_answer"))
-        return out
+        return [combine_votes(got) for got in self._run("label", instruction, rows, len(texts), on_progress)]
 
     def extract(self, texts: list[str], instruction: str, on_progress: ProgressFn | None = None) -> list[SpanResult]:
         rows = [{"i": i, "v": 0, "doc": t} for i, t in enumerate(texts)]
