@@ -40,6 +40,10 @@ DOCS = [
 ]
 
 
+KEY_ENV = "FALCONER_TEST_TEACHER_KEY"
+KEY = "test-key-" + os.urandom(8).hex()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,10 +54,12 @@ def _free_port() -> int:
 def server():
     port = _free_port()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, KEY_ENV: KEY,
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "falconer_ray.teacher.gguf_server", "--model", "gemma3-270m",
-         "--host", "127.0.0.1", "--port", str(port), "--n-ctx", "1024", "--threads", "1"],
+         "--host", "127.0.0.1", "--port", str(port), "--n-ctx", "1024", "--threads", "1",
+         "--api-key-env", KEY_ENV],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}/v1"
@@ -63,7 +69,8 @@ def server():
             if proc.poll() is not None:
                 pytest.fail(f"the GGUF server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                req = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {KEY}"})
+                with urllib.request.urlopen(req, timeout=2) as r:
                     if json.load(r)["data"][0]["id"] == "gemma3-270m":
                         break
             except OSError:
@@ -81,9 +88,15 @@ def server():
             proc.wait(timeout=15)
 
 
-def test_annotate_through_ray_data_llm(server, ray_local, tmp_path):
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return KEY_ENV
+
+
+def test_annotate_through_ray_data_llm(server, key, ray_local, tmp_path):
     tcfg = TeacherConfig(kind="openai", model="gemma3-270m", url=server, api="completions", span_format="text",
-                         timeout_s=120, batch_size=2, concurrency=1, qps=20)
+                         timeout_s=120, batch_size=2, concurrency=1, qps=20, api_key_env=key)
     cfg = RunConfig(cache_dir=str(tmp_path / "cache"), teacher=tcfg)
     plan = Plan(instruction="people in positive reviews", steps=[
         Step(id="positive", op="get_label", instruction="Is this movie review positive?"),
@@ -109,6 +122,9 @@ def test_annotate_through_ray_data_llm(server, ray_local, tmp_path):
     assert t["stats"]["completion_tokens"] >= 3 and t["stats"]["errors"] == {}
     assert isinstance(stats["rejected"], dict)
     assert run.annotation_errors.read_text() == ""
+    cfg.save(run.path)
+    for f in run.path.rglob("*"):  # the key authenticated every call, and is written nowhere
+        assert not f.is_file() or KEY not in f.read_text(errors="ignore"), f
 
     again = annotate_documents(DOCS, plan, teacher, cfg, run)  # cached: nothing paid
     assert again["teacher"]["calls"] == 0 and again["teacher"]["stats"]["calls"] == 0
@@ -117,9 +133,9 @@ def test_annotate_through_ray_data_llm(server, ray_local, tmp_path):
     assert isinstance(text, str) and teacher.stats.calls == 7
 
 
-def test_chat_with_json_schema_spans(server, ray_local):
+def test_chat_with_json_schema_spans(server, key, ray_local):
     teacher = make_teacher("openai", model="gemma3-270m", url=server, api="chat", span_format="json_object",
-                           max_span_tokens=48, timeout_s=120)
+                           max_span_tokens=48, timeout_s=120, api_key_env=key)
     out = teacher.extract([DOCS[0]["text"]], "Extract the names of people.")
     assert len(out) == 1
     # Either a (bounded) list of strings, or - if the tiny model ran out of tokens - a counted rejection.
@@ -130,16 +146,21 @@ def test_chat_with_json_schema_spans(server, ray_local):
     assert teacher.stats.calls == 1 and teacher.stats.completion_tokens > 0
 
 
-def test_server_failures_become_error_rows(server, ray_local):
+def test_server_failures_become_error_rows(server, key, ray_local, monkeypatch):
     texts = [d["text"] for d in DOCS[:2]]
     slow = make_teacher("openai", model="gemma3-270m", url=server, api="completions", span_format="text",
-                        timeout_s=0.001, max_retries=1, retry_wait_s=0.01)
+                        timeout_s=0.001, max_retries=1, retry_wait_s=0.01, api_key_env=key)
     got = slow.label(texts, "Is this movie review positive?")
     assert got == [Failed("timeout", got[0].detail)] * 2 and "attempts: 2" in got[0].detail
     assert slow.stats.errors == {"timeout": 2} and slow.stats.calls == 2
 
     wrong = make_teacher("openai", model="gemma3-270m", url=server + "/no-such-api", api="completions",
-                         span_format="text", max_retries=3)
+                         span_format="text", max_retries=3, api_key_env=key)
     got = wrong.extract(texts, "Extract the names of people.")
     assert [f.reason for f in got] == ["http_404", "http_404"]
     assert "attempts: 1" in got[0].detail  # a 404 is not retried
+
+    monkeypatch.setenv(KEY_ENV, "not-the-key")
+    denied = make_teacher("openai", model="gemma3-270m", url=server, api="completions", span_format="text",
+                          api_key_env=key)
+    assert [f.reason for f in denied.label(texts, "Positive?")] == ["http_401", "http_401"]

@@ -1,7 +1,10 @@
 """LLM teachers: who annotates the sample the proxy learns from.
 
 `make_teacher` is the single place that knows which backends exist, so the CLI,
-planner and pipeline can take a backend name from configuration.
+planner and pipeline can take a backend name from configuration: `embedded`
+(llama.cpp in-process), `openai` (any OpenAI-compatible endpoint, through Ray
+Data LLM's HTTP processor) and `vllm` (vLLM engines through Ray Data LLM).
+`teacher_from_config` builds one from a `TeacherConfig`.
 """
 
 from __future__ import annotations
