@@ -266,7 +266,8 @@ def quote_cmd(
     limit: Annotated[Optional[int], typer.Option(help="Only the first N documents.")] = None,
     n_annotate: Annotated[Optional[int], typer.Option(help="Documents the teacher would annotate.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
-    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher model.")] = None,
+    teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
     pilot_docs: Annotated[Optional[int], typer.Option(help="Documents the teacher answers in the pilot.")] = None,
 ):
     """Estimate a run's time and dollars against running the teacher on every document.
@@ -283,7 +284,8 @@ def quote_cmd(
         raise FileNotFoundError(f"corpus not found: {corpus}")
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
-                      "teacher.model": teacher_model, "train.epochs": epochs, "quote.pilot_docs": pilot_docs})
+                      **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "train.epochs": epochs,
+                      "quote.pilot_docs": pilot_docs})
     result = make_quote(cfg, plan)
     show(result)
     if out:
@@ -379,7 +381,8 @@ def eval_cmd(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs.")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers.")] = None,
     proxy_base: Annotated[Optional[str], typer.Option(help="Proxy encoder: minilm, a path or a hub id.")] = None,
-    teacher_model: Annotated[Optional[str], typer.Option(help="Embedded teacher: gemma3-270m, smollm2-135m or a .gguf path.")] = None,
+    teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
+    teacher_api_key_env: TeacherKeyEnv = None,
     target_agreement: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Also measure the cascade: calibrate on half the test slice, check on the other half, many times.")] = None,
     delta: Annotated[float, typer.Option(min=0.0, max=1.0, help="Allowed probability that the cascade misses its target.")] = 0.05,
     splits: Annotated[int, typer.Option(min=1, max=100_000, help="Random calibrate/check splits for --target-agreement.")] = 200,
@@ -392,7 +395,8 @@ def eval_cmd(
     from falconer_ray.evaluate import run_eval
 
     cfg = _config(config, seed=seed, **{"train.epochs": epochs, "train.num_workers": workers,
-                                         "proxy.base": proxy_base, "teacher.model": teacher_model})
+                                         "proxy.base": proxy_base,
+                                         **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env)})
     result = run_eval(dataset, cfg, entity=entity, train_source=train_source, n_train=n_train, n_test=n_test,
                       target_agreement=target_agreement, delta=delta, splits=splits)
     summary = {k: v for k, v in result.items() if k != "predictions"}

@@ -157,7 +157,7 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
     result = {
         "dataset": task.name, "task": task.kind, "instruction": task.instruction,
         "train_source": train_source, "n_train": len(train_idx), "n_test": len(test_idx), "seed": cfg.seed,
-        "epochs": cfg.train.epochs, "proxy_base": cfg.proxy.base, "teacher_model": cfg.teacher.model,
+        "epochs": cfg.train.epochs, "proxy_base": cfg.proxy.base, "teacher_model": cfg.teacher.model_name(),
         "metric": "accuracy" if task.kind == "label" else "exact-match span F1",
         "proxy_vs_gold": compare(task.kind, predicted, gold_test),
         "teacher_vs_gold": compare(task.kind, teacher_test, gold_test),
