@@ -209,3 +209,19 @@ def test_bench_plan_runs_with_the_embedded_teacher(tmp_path):
         assert data[key] == rescored[key]
     for row in data["cases"]:
         assert row["expected"] and ("error" in row) == (row["predicted"] is None)
+
+
+@pytest.mark.slow
+def test_teacher_args_reach_the_backend_and_failures_are_counted(tmp_path):
+    # n_ctx=512 leaves no room for the planner prompt: every case fails, none crashes.
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(app, ["bench", "plan", "--teacher-arg", "n_ctx=512", "--limit", "2",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["failures"] == 2 and data["exact_match"] == 0.0 and data["step_f1"] == 0.0
+    assert all("n_ctx=512" in row["error"] and row["predicted"] is None for row in data["cases"])
+
+
+def test_content_words_are_singular():
+    assert content_words("addresses cities hotels boxes class bus") == {"address", "city", "hotel", "box", "class", "bus"}

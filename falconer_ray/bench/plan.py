@@ -121,7 +121,7 @@ def run_plan_bench(kind: str = "embedded", model: str | None = None, cases_path:
             except PlanningFailed as e:
                 plan, rejected = None, e.attempts
                 row["error"] = str(e).splitlines()[0]
-            except PlanError as e:
+            except ValueError as e:  # an empty instruction, a prompt too long for the teacher, ...
                 plan, rejected = None, []
                 row["error"] = str(e)
             row["predicted"] = plan.model_dump(by_alias=True) if plan else None

@@ -18,7 +18,7 @@ when it asks the right *kinds* of questions combined the right way:
   recall = pairs / expected steps, F1 their harmonic mean.
 
 `text_similarity` is the F1 of the two sets of content words (lower-cased, stop words
-and question words removed, a plural "s" stripped), so "Which hotels are named?" /
+and question words removed, plurals made singular), so "Which hotels are named?" /
 id `hotel` and "Extract the hotel names" / id `hotel_name` match.
 """
 
@@ -95,10 +95,19 @@ def content_words(text: str) -> set[str]:
     for w in re.findall(r"[a-z0-9]+", text.lower().replace("_", " ")):
         if w in STOPWORDS:
             continue
-        if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-            w = w[:-1]
-        words.add(w)
+        words.add(_singular(w))
     return words
+
+
+def _singular(w: str) -> str:
+    """Crude English singular: addresses -> address, cities -> city, hotels -> hotel."""
+    if len(w) <= 3 or not w.endswith("s") or w.endswith("ss"):
+        return w
+    if w.endswith(("sses", "xes", "ches", "shes")):
+        return w[:-2]
+    if w.endswith("ies"):
+        return w[:-3] + "y"
+    return w[:-1]
 
 
 def text_similarity(a: Step, b: Step) -> float:
