@@ -107,7 +107,8 @@ def test_quote_pilot_with_the_real_teacher_and_proxy(tmp_path, cache_dir):
     plan_file = tmp_path / "plan.json"
     PLAN.save(plan_file)
     cfg = tmp_path / "q.yaml"
-    cfg.write_text(yaml.safe_dump({"cache_dir": cache_dir, "n_annotate": 20, "quote": {"pilot_docs": 2, "pilot_batches": 1}}))
+    cfg.write_text(yaml.safe_dump({"cache_dir": cache_dir, "n_annotate": 20, "quote": {"pilot_docs": 2, "pilot_batches": 1},
+                                   "mine": {"forward_batch": 8}}))  # pilot forward on 8 documents
     out, js = tmp_path / "run", tmp_path / "quote.json"
     result = CliRunner().invoke(app, ["quote", PLAN.instruction, str(corpus), "--plan", str(plan_file), "--config",
                                       str(cfg), "--out", str(out), "--json", str(js)])
