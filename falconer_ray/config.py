@@ -20,6 +20,7 @@ class TeacherConfig(BaseModel):
     kind: Literal["embedded"] = Field("embedded", description="Teacher backend.")
     model: str = Field("gemma3-270m", description="Embedded model name or a .gguf path.")
     max_doc_chars: int = Field(1500, ge=200, le=100_000, description="Characters of a document the teacher sees.")
+    retries: int = Field(1, ge=0, le=10, description="Extra tries of a teacher call that raised, timed out or answered malformed output, before its document is set aside with the reason.")
 
 
 class ProxyConfig(BaseModel):
@@ -54,6 +55,7 @@ class MineConfig(BaseModel):
     span_threshold: float = Field(0.5, ge=0, le=1)
     keep_text: bool = Field(False, description="Copy document text into results.")
     jsonl: bool = Field(False, description="Also write results as JSONL.")
+    unit_rows: int = Field(4096, ge=1, le=10_000_000, description="Rows of one corpus file committed together; a resumed run redoes at most the units in flight.")
     actor_restarts: int = Field(-1, ge=-1, le=10_000, description="Times Ray restarts a proxy actor whose process died (-1: no limit).")
     task_retries: int = Field(3, ge=-1, le=10_000, description="Times a batch is retried after its actor died: a batch that keeps killing its actor fails the run instead of looping (-1: no limit).")
 
@@ -91,7 +93,13 @@ class RunConfig(BaseModel):
     def from_yaml(cls, path: str | Path) -> RunConfig:
         import yaml
 
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {e}".replace("\n", " ")) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of settings (e.g. `n_annotate: 100`), not a {type(data).__name__}")
+        return cls.model_validate(data)
 
 
 def merge(base: RunConfig, overrides: dict) -> RunConfig:

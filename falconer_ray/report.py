@@ -17,6 +17,9 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
         "docs_filtered": mined.get("docs_filtered"),
         "docs_error": mined.get("docs_error"),
         "accounted": mined.get("accounted"),
+        "errors_by_reason": mined.get("errors_by_reason"),
+        "docs_windowed": mined.get("docs_windowed"),
+        "units": mined.get("units"),
         "teacher": {
             "model": ann.get("teacher", {}).get("model"),
             "calls": ann.get("teacher", {}).get("calls"),
@@ -25,6 +28,8 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
             "annotated_docs": ann.get("docs"),
             "cached": ann.get("cached"),
             "rejected_spans": ann.get("rejected_spans"),
+            "failed_docs": ann.get("failed_docs"),
+            "clipped_docs": ann.get("clipped_docs"),
         },
         "proxy": {
             "docs_per_s": mined.get("proxy_docs_per_s"),
