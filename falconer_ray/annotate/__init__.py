@@ -12,6 +12,7 @@ from collections import Counter
 from typing import NamedTuple
 
 from falconer_ray.annotate.cache import AnnotationCache, cache_key
+from falconer_ray.annotate.guard import check_labels, check_spans, guarded_calls
 from falconer_ray.annotate.validate import parse_span_answer, validate_spans
 from falconer_ray.spans import Span
 from falconer_ray.teacher.base import ProgressFn, Teacher
@@ -30,16 +31,18 @@ __all__ = [
 
 
 class Labels(NamedTuple):
-    probs: list[float]  # P(yes) per input text
+    probs: list[float | None]  # P(yes) per input text; None where the teacher failed
     calls: int  # documents sent to the teacher (cache misses)
     shown: list[str]  # the clipped text the teacher saw, per input
+    failed: dict[int, tuple[str, str]] = {}  # input index -> (reason, detail)
 
 
 class Extractions(NamedTuple):
-    spans: list[list[Span]]  # validated spans, offsets into `shown[i]` (= into the text)
+    spans: list[list[Span] | None]  # validated spans, offsets into `shown[i]` (= into the text); None: failed
     calls: int
     rejected: dict[str, int]  # validation rejections over this batch, by reason
     shown: list[str]
+    failed: dict[int, tuple[str, str]] = {}  # input index -> (reason, detail)
 
 
 def _lookup(teacher: Teacher, cache: AnnotationCache | None, op: str, texts, instruction):
@@ -63,22 +66,35 @@ def _offset(on_progress: ProgressFn | None, done: int) -> ProgressFn | None:
     return lambda n: on_progress(done + n)
 
 
+def _ask(teacher_call, check, cache, op, keys, hits, misses, todo, instruction, on_progress, done, retries):
+    """Send the misses through `guarded_calls`, caching answers chunk by chunk; returns
+    failures by cache key."""
+    failed: dict[str, tuple[str, str]] = {}
+    for idx, answers, failures in guarded_calls(teacher_call, check, todo, instruction, retries,
+                                                _offset(on_progress, done)):
+        fresh = {misses[i]: a for i, a in zip(idx, answers)}
+        if cache is not None and fresh:
+            cache.put_many(fresh, op=op)
+        hits.update(fresh)
+        failed.update({misses[i]: why for i, why in failures.items()})
+    return failed
+
+
 def cached_label(
     teacher: Teacher,
     cache: AnnotationCache | None,
     texts: list[str],
     instruction: str,
     on_progress: ProgressFn | None = None,
+    retries: int = 1,
 ) -> Labels:
-    """P(yes) per text, calling the teacher only for uncached documents."""
+    """P(yes) per text, calling the teacher only for uncached documents; a document
+    the teacher fails on gets None and a reason in `failed`."""
     shown, keys, hits, misses, todo = _lookup(teacher, cache, "label", texts, instruction)
-    if todo:
-        probs = teacher.label(todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo)))
-        fresh = dict(zip(misses, probs))
-        if cache is not None:
-            cache.put_many(fresh, op="label")
-        hits.update(fresh)
-    return Labels([float(hits[k]) for k in keys], len(todo), shown)
+    failed = _ask(teacher.label, check_labels, cache, "label", keys, hits, misses, todo, instruction,
+                  on_progress, len(texts) - len(todo), retries) if todo else {}
+    probs = [None if k in failed else float(hits[k]) for k in keys]
+    return Labels(probs, len(todo), shown, {i: failed[k] for i, k in enumerate(keys) if k in failed})
 
 
 def cached_extract(
@@ -87,20 +103,20 @@ def cached_extract(
     texts: list[str],
     instruction: str,
     on_progress: ProgressFn | None = None,
+    retries: int = 1,
 ) -> Extractions:
     """Validated spans per text; raw answers are cached, validation re-runs on read."""
     shown, keys, hits, misses, todo = _lookup(teacher, cache, "span", texts, instruction)
-    if todo:
-        fresh = dict(zip(misses, teacher.extract(
-            todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo))
-        )))
-        if cache is not None:
-            cache.put_many(fresh, op="span")
-        hits.update(fresh)
-    spans: list[list[Span]] = []
+    failed = _ask(teacher.extract, check_spans, cache, "span", keys, hits, misses, todo, instruction,
+                  on_progress, len(texts) - len(todo), retries) if todo else {}
+    spans: list[list[Span] | None] = []
     rejected: Counter[str] = Counter()
     for k, s in zip(keys, shown):
+        if k in failed:
+            spans.append(None)
+            continue
         ok, bad = validate_spans(s, list(hits[k]))
         spans.append(ok)
         rejected.update(bad)
-    return Extractions(spans, len(todo), dict(rejected), shown)
+    return Extractions(spans, len(todo), dict(rejected), shown,
+                       {i: failed[k] for i, k in enumerate(keys) if k in failed})
