@@ -25,7 +25,7 @@ from falconer_ray.corpus import Shard, corpus_shards, read_corpus
 from falconer_ray.plan import Plan
 from falconer_ray.rundir import RunDir, read_json, write_json
 from falconer_ray.spans import Span
-from falconer_ray.units import UnitCollector, UnitStore, check_complete, fingerprint, shard_done
+from falconer_ray.units import ResumeError, UnitCollector, UnitStore, check_complete, fingerprint, shard_done
 
 UNIT_META = ("_unit", "_row", "_unit_rows", "_last")
 SPAN_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]))
@@ -156,10 +156,14 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     shards = corpus_shards(cfg.corpus, cfg.limit, *read_args)
     fp = fingerprint(shards, plan, cfg, proxy_dir)
     done_before = read_json(run.mine_stats)
-    if resume and done_before.get("fingerprint") == fp and not run.rows.exists() and all(
-            p.exists() for p in (run.results, run.filtered, run.errors)):
-        units = done_before["units"]
-        return {**done_before, "units": {**units, "reused": units["total"], "mined": 0}}
+    if resume and not run.rows.exists() and done_before.get("fingerprint"):  # the last run finished
+        changed = sorted(k for k in fp if done_before["fingerprint"].get(k) != fp[k])
+        if changed:
+            raise ResumeError(f"cannot resume: the {', '.join(changed)} changed since the run in {run.path} "
+                              "finished; rerun without --resume to mine everything again")
+        if all(p.exists() for p in (run.results, run.filtered, run.errors)):
+            units = done_before["units"]
+            return {**done_before, "units": {**units, "reused": units["total"], "mined": 0}}
     store = UnitStore(run.rows)
     reused = store.open(fp, resume)
     unit_rows = cfg.mine.unit_rows

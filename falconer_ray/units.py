@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from falconer_ray.corpus import Shard, read_file
+from falconer_ray.rundir import write_json
 
 MANIFEST = "_manifest.jsonl"
 FINGERPRINT = "_fingerprint.json"
@@ -89,7 +90,7 @@ class UnitStore:
             return dict(self.entries)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
-        (self.folder / FINGERPRINT).write_text(json.dumps(fp) + "\n")
+        write_json(self.folder / FINGERPRINT, fp)  # atomic: a torn fingerprint would block every resume
         return {}
 
     def _read_manifest(self) -> dict[str, dict]:
