@@ -197,3 +197,46 @@ def test_resume_is_refused_when_the_question_changed(tmp_path):
     store.open(fp := fingerprint(corpus_shards(corpus), plan, cfg, proxy_dir), resume=False)
     faster = merge(cfg, {"mine.actors": 1, "mine.batch_size": 7})  # how, not what: resumable
     assert store.open(fingerprint(corpus_shards(corpus), plan, faster, proxy_dir), resume=True) == {}
+
+
+@pytest.mark.slow
+def test_a_driver_that_dies_between_commits_resumes_from_its_units(ray_local, tmp_path, monkeypatch, cache_dir):
+    """The same on a tiny corpus, in process: the driver dies after its fifth commit."""
+    from falconer_ray.bench.throughput import fresh_proxy
+    from falconer_ray.pipeline import finish, stage_mine
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for k in range(4):
+        (corpus / f"p{k}.jsonl").write_text("".join(
+            json.dumps({"id": f"k{k}-{i}", "text": f"Tom Hanks is great in film {i} of shard {k}."}) + "\n"
+            for i in range(40)))
+    cfg = RunConfig(corpus=str(corpus), id_field="id", cache_dir=cache_dir,
+                    mine={"unit_rows": 10, "batch_size": 10, "label_threshold": 0.0})
+    proxy_dir = fresh_proxy(cfg, tmp_path / "proxy")
+    calm = mined_run(tmp_path, "calm", proxy_dir, cfg)
+    stage_mine(calm, cfg)
+    finish(calm)
+
+    run = mined_run(tmp_path, "cut", proxy_dir, cfg)
+    commit = UnitStore.commit
+
+    def dying_commit(self, *args, **kwargs):
+        if len(self.entries) >= 5:
+            raise KeyboardInterrupt("the driver dies")
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(UnitStore, "commit", dying_commit)
+    with pytest.raises(KeyboardInterrupt):
+        stage_mine(run, cfg)
+    monkeypatch.setattr(UnitStore, "commit", commit)
+    stats = stage_mine(run, cfg, resume=True)
+    assert stats["units"] == {**stats["units"], "total": 16, "reused": 5, "mined": 11}
+    assert finish(run)["invariant_ok"]
+    calm_rows, rows = outputs(calm), outputs(run)
+    assert rows.keys() == calm_rows.keys() and len(rows) == 160
+    for doc_id, a in calm_rows.items():
+        b = rows[doc_id]
+        assert a["folder"] == b["folder"] == "results", doc_id
+        assert a["label_positive"] == pytest.approx(b["label_positive"], abs=1e-6)
+        assert [(s["start"], s["end"]) for s in a["span_people"]] == [(s["start"], s["end"]) for s in b["span_people"]]
