@@ -54,10 +54,19 @@ def _friendly(fn):
     from falconer_ray.corpus import CorpusError
     from falconer_ray.plan import PlanError
 
+    from pydantic import ValidationError
+
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except ValidationError as e:  # a setting out of range: name it, say what is allowed
+            for err in e.errors():
+                where = ".".join(map(str, err["loc"])) or "settings"
+                got = f" (got {err['input']!r:.60})" if err["type"] != "extra_forbidden" else ""
+                what = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+                typer.secho(f"error: {where}: {what}{got}", fg="red", err=True)
+            raise typer.Exit(2) from None
         except (PlanError, CorpusError, FileNotFoundError, ValueError) as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2) from None
@@ -106,6 +115,16 @@ def _show(report: dict, run: RunDir) -> None:
         c = report["cascade"]
         t.add_row("cascade", f"target {c['target_agreement']} (delta {c['delta']}), threshold {c['threshold']}, "
                              f"held-out agreement {c['heldout_agreement']:.3f}, to teacher {c['fraction_to_teacher']}")
+    if report.get("errors_by_reason"):
+        t.add_row("errors by reason", ", ".join(f"{k}: {v}" for k, v in sorted(report["errors_by_reason"].items())))
+    if report.get("docs_windowed"):
+        t.add_row("long documents", f"{report['docs_windowed']} read in several windows")
+    units = report.get("units") or {}
+    if units.get("reused"):
+        t.add_row("resumed", f"{units['reused']} of {units['total']} units reused, {units['mined']} mined")
+    failed = (report.get("teacher") or {}).get("errors_by_reason")
+    if failed:
+        t.add_row("teacher failures", ", ".join(f"{k}: {v}" for k, v in sorted(failed.items())))
     console.print(t)
     console.print(f"results: {run.results}   errors: {run.errors}   report: {run.path / 'report.html'}")
 
@@ -136,6 +155,7 @@ def mine(
                                         "report.html then compares it with what happened.")] = False,
     target_agreement: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: the teacher answers documents the proxy is unsure of, so that answers agree with the teacher's on at least this fraction (calibrated on the held-out annotations).")] = None,
     delta: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: allowed probability of missing --target-agreement (default 0.05).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run in --out: finished stages and mined units are kept.")] = False,
 ):
     """Run everything: plan, annotate a sample with the teacher, train the proxy, mine the corpus.
 
@@ -145,13 +165,19 @@ def mine(
 
     if not corpus.exists():
         raise FileNotFoundError(f"corpus not found: {corpus}")
+    if plan is not None:
+        from falconer_ray.plan import Plan
+
+        Plan.load(plan)  # a bad plan file fails now, not after the teacher has loaded
+    elif not instruction.strip():
+        raise ValueError("the instruction is empty; say what to find or extract")
     cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
                       **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
                       "mine.jsonl": jsonl, "mine.keep_text": keep_text,
                       "mine.target_agreement": target_agreement, "mine.delta": delta})
-    report = mine_all(cfg, out, plan, quote=quote)
+    report = mine_all(cfg, out, plan, quote=quote, resume=resume)
     _show(report, RunDir(out))
 
 
@@ -238,15 +264,22 @@ def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option()] = N
 
 @app.command()
 @_friendly
-def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Mine another corpus with this proxy.")] = None):
+def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Mine another corpus with this proxy.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run: finish missing stages, keep mined units.")] = False):
     """Mine the corpus with the trained proxy and write results/, errors/, report.json and report.html.
 
-    Example: falconer run runs/people   (or --corpus other_reviews/ to mine another corpus with the same proxy)
+    After an interrupted run (killed, out of memory, lost node), --resume finishes it: stages
+    already done are skipped and only the corpus units not yet committed are mined.
+
+    Example: falconer run runs/people --resume   (or --corpus other_reviews/ to mine another corpus with the same proxy)
     """
-    from falconer_ray.pipeline import finish, stage_mine
+    from falconer_ray.pipeline import finish, run_stages, stage_mine
 
     run_path = _existing_run(run_dir)
     cfg = _config(None, run_path, corpus=str(corpus.resolve()) if corpus else None)
+    if resume:
+        _show(run_stages(run_path, cfg, resume=True), run_path)
+        return
     stage_mine(run_path, cfg)
     _show(finish(run_path), run_path)
 

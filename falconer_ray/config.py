@@ -51,6 +51,7 @@ class TeacherConfig(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="vllm: GPUs per engine replica.")
     max_model_len: Optional[int] = Field(None, ge=256, le=1_000_000, description="vllm: context length of the engine.")
     engine_kwargs: dict = Field(default_factory=dict, description="vllm: further vLLM engine arguments.")
+    retries: int = Field(1, ge=0, le=10, description="Extra tries of a teacher call that raised, timed out or answered malformed output, before its document is set aside with the reason.")
     price: PriceConfig = PriceConfig()
 
     @field_validator("api_key_env")
@@ -108,6 +109,7 @@ class MineConfig(BaseModel):
     delta: float = Field(0.05, gt=0, lt=1, description="Cascade: allowed probability that the target agreement is missed.")
     keep_text: bool = Field(False, description="Copy document text into results.")
     jsonl: bool = Field(False, description="Also write results as JSONL.")
+    unit_rows: int = Field(4096, ge=1, le=10_000_000, description="Rows of one corpus file committed together; a resumed run redoes at most the units in flight.")
     actor_restarts: int = Field(-1, ge=-1, le=10_000, description="Times Ray restarts a proxy actor whose process died (-1: no limit).")
     task_retries: int = Field(3, ge=-1, le=10_000, description="Times a batch is retried after its actor died: a batch that keeps killing its actor fails the run instead of looping (-1: no limit).")
 
@@ -146,7 +148,13 @@ class RunConfig(BaseModel):
     def from_yaml(cls, path: str | Path) -> RunConfig:
         import yaml
 
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {e}".replace("\n", " ")) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of settings (e.g. `n_annotate: 100`), not a {type(data).__name__}")
+        return cls.model_validate(data)
 
 
 def merge(base: RunConfig, overrides: dict) -> RunConfig:

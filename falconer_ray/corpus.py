@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,7 +44,10 @@ def list_files(corpus: str | Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise CorpusError(f"corpus not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and file_format(p) and not p.name.startswith("."))
+    # A broken link is listed (it becomes an `unreadable_file` error row, not a silent
+    # gap); a directory named like a file is walked into, not read.
+    files = sorted(p for p in root.rglob("*") if file_format(p) and not p.name.startswith(".")
+                   and (p.is_file() or (p.is_symlink() and not p.exists())))
     if not files:
         raise CorpusError(f"{root} holds no corpus files ({', '.join(sorted(FORMATS))}, optionally .gz)")
     return files
@@ -111,14 +116,100 @@ def _records(path: Path, fmt: str, text_unit: str) -> Iterator[tuple[dict | None
             yield (rec, "") if isinstance(rec, dict) else (None, "malformed_json: line is not an object")
 
 
-def read_file(path: Path, root: Path, text_field: str, id_field: str | None, text_unit: str) -> Iterator[pa.Table]:
-    """Rows of one corpus file, in chunks so a huge shard never sits whole in memory."""
-    fmt = file_format(path)
-    rel = path.name if root.is_file() else str(path.relative_to(root))
-    ids, texts, errors = [], [], []
+UNIT_COLUMNS = [("_unit", pa.string()), ("_row", pa.int64()), ("_unit_rows", pa.int64()), ("_last", pa.bool_())]
+UNIT_SCHEMA = pa.schema(list(ROW_SCHEMA) + [pa.field(n, t) for n, t in UNIT_COLUMNS])
+UNIT_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One corpus file: its place in the sorted file list (units are named after it),
+    its name in doc ids, and how many of its rows belong to the corpus (None: all)."""
+
+    index: int
+    path: Path
+    rel: str
+    max_rows: int | None = None
+
+    def unit(self, block: int) -> str:
+        return f"f{self.index:07d}-b{block:07d}"
+
+
+def corpus_shards(corpus: str | Path, limit: int | None = None, text_field: str = "text",
+                  id_field: str | None = None, text_unit: str = "file") -> list[Shard]:
+    """The corpus files in order; with `limit`, only the first files up to N rows.
+
+    `limit` means the first N rows in file order, the same on every run: the files are
+    counted one by one in the driver until N rows are reached (cheap next to mining N).
+    """
+    root = Path(corpus)
+    shards = [Shard(i, p, p.name if root.is_file() else str(p.relative_to(root)))
+              for i, p in enumerate(list_files(root))]
+    if not limit:
+        return shards
+    out, left = [], limit
+    for s in shards:
+        n = sum(t.num_rows for t in read_file(s, text_field, id_field, text_unit, max_rows=left))
+        out.append(Shard(s.index, s.path, s.rel, max_rows=left))
+        left -= n
+        if left <= 0:
+            break
+    return out
+
+
+def _table(ids, texts, errors, meta, schema) -> pa.Table:
+    columns = [ids, texts, errors]
+    if schema is UNIT_SCHEMA:
+        columns += [list(c) for c in zip(*meta)] if meta else [[], [], [], []]
+    return pa.table(columns, schema=schema)
+
+
+def read_file(shard: Shard, text_field: str, id_field: str | None, text_unit: str,
+              max_rows: int | None = None, unit_rows: int | None = None,
+              skip: frozenset[str] = frozenset()) -> Iterator[pa.Table]:
+    """Rows of one corpus file, in chunks so a huge shard never sits whole in memory.
+
+    With `unit_rows`, rows also carry their unit of work (`_unit`: block of `unit_rows`
+    rows of this file) and row number; the last chunk of each unit says how many rows
+    the unit has (`_unit_rows`) and whether it ends the file (`_last`), so a consumer
+    can tell when a unit is complete. Units in `skip` (already done) are read past
+    but not emitted.
+    """
+    fmt = file_format(shard.path)
+    cap = shard.max_rows if max_rows is None else max_rows
+    schema = UNIT_SCHEMA if unit_rows else ROW_SCHEMA
+    ids, texts, errors, meta = [], [], [], []
+    block, in_block = 0, 0  # the current unit and how many of its rows were read
+
+    def flush(total: int | None, last: bool) -> pa.Table:
+        nonlocal ids, texts, errors, meta
+        if total is not None and meta:
+            meta[-1] = (*meta[-1][:2], total, last)
+        table = _table(ids, texts, errors, meta, schema)
+        ids, texts, errors, meta = [], [], [], []
+        return table
+
+    def add(n: int, doc_id: str, text: str, err: str):
+        """Append row n; yield a chunk first when it is full or ends a unit."""
+        nonlocal block, in_block
+        if unit_rows and n // unit_rows != block:
+            if ids:
+                yield flush(in_block, False)
+            block, in_block = n // unit_rows, 0
+        elif len(ids) >= ROWS_PER_CHUNK:
+            yield flush(None, False)
+        in_block += 1
+        if unit_rows and shard.unit(block) in skip:
+            return
+        ids.append(doc_id), texts.append(text), errors.append(err)
+        meta.append((shard.unit(block), n, None, False))
+
+    n = 0
     try:
-        for n, (rec, err) in enumerate(_records(path, fmt, text_unit)):
-            doc_id, text = f"{rel}:{n}", ""
+        for rec, err in _records(shard.path, fmt, text_unit):
+            if cap is not None and n >= cap:
+                break
+            doc_id, text = f"{shard.rel}:{n}", ""
             if rec is not None:
                 if id_field and rec.get(id_field) not in (None, ""):
                     doc_id = str(rec[id_field])
@@ -131,38 +222,40 @@ def read_file(path: Path, root: Path, text_field: str, id_field: str | None, tex
                     err = "empty_text"
                 else:
                     text = value
-            ids.append(doc_id), texts.append(text), errors.append(err)
-            if len(ids) >= ROWS_PER_CHUNK:
-                yield pa.table([ids, texts, errors], schema=ROW_SCHEMA)
-                ids, texts, errors = [], [], []
-    except (OSError, EOFError, pa.ArrowException) as e:
-        ids.append(f"{rel}:unreadable"), texts.append(""), errors.append(f"unreadable_file: {e}")
-    if ids:
-        yield pa.table([ids, texts, errors], schema=ROW_SCHEMA)
+            yield from add(n, doc_id, text, err)
+            n += 1
+    except (OSError, EOFError, zlib.error, csv.Error, pa.ArrowException) as e:  # the rest of the file is unreadable
+        yield from add(n, f"{shard.rel}:unreadable", "", f"unreadable_file: {e}")
+        n += 1
+    if ids:  # an empty file, or one whose last unit is skipped, ends with nothing to say
+        yield flush(in_block, True)
 
 
 def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
-                text_unit: str = "file", limit: int | None = None):
-    """A Ray Dataset of (doc_id, text, error), one read task per file."""
+                text_unit: str = "file", limit: int | None = None, *, shards: list[Shard] | None = None,
+                unit_rows: int | None = None, skip: frozenset[str] = frozenset()):
+    """A Ray Dataset of (doc_id, text, error), one read task per file.
+
+    `shards` (from `corpus_shards`) and `unit_rows`/`skip` are for mining in units
+    (see `read_file`); `limit` is the first N rows in file order.
+    """
     import ray.data
 
-    root = Path(corpus)
-    files = list_files(root)
+    shards = shards if shards is not None else corpus_shards(corpus, limit, text_field, id_field, text_unit)
+    by_index = {s.index: s for s in shards}
 
     def read_batch(batch: dict) -> Iterator[pa.Table]:
-        for p in batch["path"]:
-            yield from read_file(Path(p), root, text_field, id_field, text_unit)
+        for i in batch["index"]:
+            yield from read_file(by_index[int(i)], text_field, id_field, text_unit, unit_rows=unit_rows, skip=skip)
 
-    ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=max(1, len(files)))
+    ds = ray.data.from_items([{"index": s.index} for s in shards], override_num_blocks=max(1, len(shards)))
     # Reading is light next to the model: it claims no CPU slot, so proxy actors that
     # fill every CPU never starve the reads that feed them.
-    ds = ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0)
-    return ds.limit(limit) if limit else ds
+    return ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0)
 
 
 def iter_corpus(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
-                text_unit: str = "file") -> Iterator[pa.Table]:
+                text_unit: str = "file", limit: int | None = None) -> Iterator[pa.Table]:
     """The same rows without Ray, for small corpora and tests."""
-    root = Path(corpus)
-    for p in list_files(root):
-        yield from read_file(p, root, text_field, id_field, text_unit)
+    for s in corpus_shards(corpus, limit, text_field, id_field, text_unit):
+        yield from read_file(s, text_field, id_field, text_unit)

@@ -21,13 +21,15 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from falconer_ray.config import RunConfig
-from falconer_ray.corpus import read_corpus
+from falconer_ray.corpus import Shard, corpus_shards, read_corpus
 from falconer_ray.plan import Plan
 from falconer_ray.progress import watch
 from falconer_ray.quote import count_documents
-from falconer_ray.rundir import RunDir, write_json
+from falconer_ray.rundir import RunDir, read_json, write_json
 from falconer_ray.spans import Span
+from falconer_ray.units import ResumeError, UnitCollector, UnitStore, check_complete, fingerprint, shard_done
 
+UNIT_META = ("_unit", "_row", "_unit_rows", "_last")
 SPAN_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]))
 
 
@@ -58,6 +60,7 @@ class Answer:
     # kept, each span step's tokens (see Proxy.extract_with_confidence). The cascade
     # sends documents below its threshold to the teacher.
     confidence: float = 1.0
+    windows: int = 1  # model windows the document took: > 1 for a long document
 
     def to_dict(self) -> dict:
         return {"kept": self.kept, "labels": self.labels,
@@ -76,6 +79,7 @@ def apply_plan(proxy, plan: Plan, cfg: RunConfig, texts: list[str]) -> list[Answ
     labels: list[dict[str, float]] = [{} for _ in texts]
     confidence = [1.0] * len(texts)
     said_yes: list[dict[str, bool]] = [{} for _ in texts]
+    windows: list[int] = []
     for step in plan.label_steps:
         scores = proxy.label_scores(texts, step.instruction, pooling=cfg.proxy.label_pooling)
         for doc, yes, score in zip(labels, said_yes, map(float, scores)):
@@ -83,6 +87,7 @@ def apply_plan(proxy, plan: Plan, cfg: RunConfig, texts: list[str]) -> list[Answ
             yes[step.id] = score >= cfg.mine.label_threshold
         for j, score in enumerate(map(float, scores)):
             confidence[j] = min(confidence[j], max(score, 1.0 - score))
+        windows = windows or list(getattr(proxy, "last_windows", []))
     kept = [plan.keeps(yes) for yes in said_yes]
     kept_at = [j for j, k in enumerate(kept) if k]
     spans: list[dict[str, list[Span]]] = [{} for _ in texts]
@@ -92,7 +97,11 @@ def apply_plan(proxy, plan: Plan, cfg: RunConfig, texts: list[str]) -> list[Answ
         for j, doc_spans, c in zip(kept_at, found, sure):
             spans[j][step.id] = doc_spans
             confidence[j] = min(confidence[j], float(c))
-    return [Answer(k, doc_labels, doc_spans, c) for k, doc_labels, doc_spans, c in zip(kept, labels, spans, confidence)]
+        if not windows and len(kept_at) == len(texts):
+            windows = list(getattr(proxy, "last_windows", []))
+    windows = windows or [1] * len(texts)
+    return [Answer(k, doc_labels, doc_spans, c, w)
+            for k, doc_labels, doc_spans, c, w in zip(kept, labels, spans, confidence, windows)]
 
 
 class ProxyStage:
@@ -119,7 +128,9 @@ class ProxyStage:
         out["error"] = [r["error"] for r in rows]
         out["status"] = ["error" if r["error"] else "filtered" for r in rows]
         answers = apply_plan(self.proxy, self.plan, self.cfg, [rows[i]["text"] for i in ok])
+        windows = [0] * len(rows)
         for i, answer in zip(ok, answers):
+            windows[i] = answer.windows
             for step_id, score in answer.labels.items():
                 out[f"label_{step_id}"][i] = score
             if answer.kept:
@@ -135,7 +146,11 @@ class ProxyStage:
                     out["source"][i], out["_text"][i] = "teacher", rows[i]["text"]
                 else:
                     out["source"][i] = "proxy"
-        return pa.table(out, schema=self.schema)
+        table = pa.table(out, schema=self.schema).append_column("_windows", pa.array(windows, pa.int32()))
+        for name in UNIT_META:  # the reader's unit bookkeeping rides along unchanged
+            if name in batch.column_names:
+                table = table.append_column(batch.schema.field(name), batch.column(name))
+        return table
 
 
 def pool_size(cfg: RunConfig) -> tuple[int, int]:
@@ -152,8 +167,12 @@ def pool_size(cfg: RunConfig) -> tuple[int, int]:
     return min(top, cfg.mine.min_actors or top), top
 
 
-def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
-    """Run the proxy over the corpus; write results/, filtered/, errors/ and counts."""
+def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
+    """Run the proxy over the corpus; write results/, filtered/, errors/ and counts.
+
+    Work is committed in units (see `falconer_ray.units`); with `resume`, the units an
+    interrupted run committed are kept and only the rest is mined.
+    """
     from ray.data import ActorPoolStrategy, DataContext
 
     DataContext.get_current().target_max_block_size = cfg.mine.block_bytes
@@ -161,84 +180,142 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
 
     proxy_dir = run.require(run.proxy, "train")
     threshold = load_threshold(run, cfg)
+    read_args = (cfg.text_field, cfg.id_field, cfg.text_unit)
+    shards = corpus_shards(cfg.corpus, cfg.limit, *read_args)
+    fp = fingerprint(shards, plan, cfg, proxy_dir)
+    done_before = read_json(run.mine_stats)
+    if resume and not run.rows.exists() and done_before.get("fingerprint"):  # the last run finished
+        changed = sorted(k for k in fp if done_before["fingerprint"].get(k) != fp[k])
+        if changed:
+            raise ResumeError(f"cannot resume: the {', '.join(changed)} changed since the run in {run.path} "
+                              "finished; rerun without --resume to mine everything again")
+        if all(p.exists() for p in (run.results, run.filtered, run.errors)):
+            units = done_before["units"]
+            return {**done_before, "units": {**units, "reused": units["total"], "mined": 0}}
+    store = UnitStore(run.rows)
+    reused = store.open(fp, resume)
+    unit_rows = cfg.mine.unit_rows
+    todo = [s for s in shards if not shard_done(s, reused, unit_rows)]
     started = time.monotonic()
-    ds = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit)
     low, high = pool_size(cfg)
     if threshold is not None:  # leave room for the teacher actor, or it never starts
         high = max(1, high - 1)
         low = min(low, high)
-    threads = max(1, int(cfg.mine.cpus_per_actor))
-    ds = ds.map_batches(
-        ProxyStage,
-        fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads,
-                             threshold),
-        batch_size=cfg.mine.docs_per_call(),
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=low, max_size=high),
-        num_cpus=cfg.mine.cpus_per_actor,
-        num_gpus=cfg.mine.gpus_per_actor or None,
-        # A dead actor process (OOM, SIGKILL, lost node) is restarted by Ray and its
-        # in-flight batches rerun; set here, not left to Ray Data's defaults (-1/-1 in
-        # 2.60), so a batch that keeps killing its actor fails instead of looping.
-        max_restarts=cfg.mine.actor_restarts,
-        max_task_retries=cfg.mine.task_retries,
-    )
-    if threshold is not None:
+    collector = UnitCollector(store)
+    if todo:
+        ds = read_corpus(cfg.corpus, *read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused))
+        threads = max(1, int(cfg.mine.cpus_per_actor))
         ds = ds.map_batches(
-            TeacherStage, fn_constructor_args=(plan.model_dump_json(by_alias=True), cfg.model_dump_json()),
-            batch_size=cfg.mine.docs_per_call(), batch_format="pyarrow", compute=ActorPoolStrategy(size=1),
-            num_cpus=cfg.mine.cpus_per_actor, max_restarts=cfg.mine.actor_restarts,
+            ProxyStage,
+            fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads,
+                                 threshold),
+            batch_size=cfg.mine.docs_per_call(),
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(min_size=low, max_size=high),
+            num_cpus=cfg.mine.cpus_per_actor,
+            num_gpus=cfg.mine.gpus_per_actor or None,
+            # A dead actor process (OOM, SIGKILL, lost node) is restarted by Ray and its
+            # in-flight batches rerun; set here, not left to Ray Data's defaults (-1/-1 in
+            # 2.60), so a batch that keeps killing its actor fails instead of looping.
+            max_restarts=cfg.mine.actor_restarts,
             max_task_retries=cfg.mine.task_retries,
         )
-    shutil.rmtree(run.rows, ignore_errors=True)
-    expected = count_documents(cfg, cfg.quote.count_bytes)["docs"]
-    # Writes ask for no CPU, as reads do: the actors hold every core, and writes that
-    # wait for one would hold all output in the object store until the last batch.
-    with watch("proxy mining", expected, RowsWritten(run.rows)):
-        ds.write_parquet(str(run.rows), ray_remote_args={"num_cpus": 0})
+        if threshold is not None:
+            ds = ds.map_batches(
+                TeacherStage, fn_constructor_args=(plan.model_dump_json(by_alias=True), cfg.model_dump_json()),
+                batch_size=cfg.mine.docs_per_call(), batch_format="pyarrow", compute=ActorPoolStrategy(size=1),
+                num_cpus=cfg.mine.cpus_per_actor, max_restarts=cfg.mine.actor_restarts,
+                max_task_retries=cfg.mine.task_retries,
+            )
+        expected = count_documents(cfg, cfg.quote.count_bytes)["docs"] - sum(store.entries[u]["rows"] for u in reused)
+        # The driver commits units as their rows stream in: output rows are small, and
+        # only the driver sees every row of a unit, so only it can tell one is complete.
+        with watch("proxy mining", max(0, expected), lambda: collector.rows):
+            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                collector.add(block)
+            collector.finish()
     mined_s = time.monotonic() - started
-    counts = split_outputs(plan, cfg, run)
-    read = read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit).count()
-    counts["accounted"] = read == counts["docs_in"]
+    check_complete(shards, store.entries, unit_rows, read_args)
+    counts = split_outputs(plan, cfg, run, shards)
+    counts["accounted"] = counts["docs_in"] == sum(e["rows"] for e in store.entries.values())
     if not counts["accounted"]:
-        raise RuntimeError(f"{read} documents read but {counts['docs_in']} written: documents were lost")
+        raise RuntimeError(f"{sum(e['rows'] for e in store.entries.values())} documents read but "
+                           f"{counts['docs_in']} written: documents were lost")
+    mined_docs = sum(store.entries[u]["rows"] for u in store.entries if u not in reused)
     stats = {**counts, "mine_s": round(mined_s, 3), "actors": [low, high],
-             "proxy_docs_per_s": round(counts["docs_in"] / mined_s, 3) if mined_s > 0 else None}
+             "proxy_docs_per_s": round(mined_docs / mined_s, 3) if mined_s > 0 and mined_docs else None,
+             "units": {"total": len(store.entries), "reused": len(reused), "mined": collector.committed,
+                       "unit_rows": unit_rows, "commit_s": round(collector.seconds, 3)},
+             "fingerprint": fp}
     write_json(run.mine_stats, stats)
+    shutil.rmtree(run.rows, ignore_errors=True)
     return stats
 
 
-class RowsWritten:
-    """Rows in the finished Parquet files of a folder Ray Data is writing into; each
-    file's footer is read once, files still being written are skipped until done."""
+def mark_duplicate_ids(run: RunDir, shards: list[Shard]) -> int:
+    """Keep the first document of every id (corpus order: file, then row); move the
+    others to errors under a unique id `<id>#<file>:<row>`, so no row is lost and
+    every doc_id in the outputs is unique. Rewrites only the units that hold one."""
+    rows = pads.dataset(str(run.rows), format="parquet")
+    ids = rows.to_table(columns=["doc_id", "_unit", "_row"])
+    counts = ids.group_by("doc_id").aggregate([("doc_id", "count")])
+    repeated = counts.filter(pc.greater(counts["doc_id_count"], 1))["doc_id"]
+    if not len(repeated):
+        return 0
+    rel = {s.index: s.rel for s in shards}
+    where = lambda unit, row: f"{rel[int(unit[1:8])]}:{row}"  # noqa: E731
+    seen: dict[str, str] = {}
+    moves: dict[str, dict[int, tuple[str, str]]] = {}
+    dups = ids.filter(pc.is_in(ids["doc_id"], value_set=repeated)).sort_by(
+        [("doc_id", "ascending"), ("_unit", "ascending"), ("_row", "ascending")])
+    for r in dups.to_pylist():
+        if r["doc_id"] not in seen:
+            seen[r["doc_id"]] = where(r["_unit"], r["_row"])
+            continue
+        here = where(r["_unit"], r["_row"])
+        moves.setdefault(r["_unit"], {})[r["_row"]] = (
+            f"{r['doc_id']}#{here}", f"duplicate_id: '{r['doc_id']}' at {here} was first seen at {seen[r['doc_id']]}")
+    for unit, at in moves.items():
+        path = run.rows / f"{unit}.parquet"
+        table = pq.read_table(path)
+        rows_ = table.to_pydict()
+        for i, row in enumerate(rows_["_row"]):
+            if row in at:
+                rows_["doc_id"][i], rows_["error"][i] = at[row]
+                rows_["status"][i] = "error"
+                for name in rows_:
+                    if name.startswith(("label_", "span_")) or name == "text":
+                        rows_[name][i] = None
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(pa.table(rows_, schema=table.schema), tmp)
+        os.replace(tmp, path)
+    return sum(len(at) for at in moves.values())
 
-    def __init__(self, folder):
-        self.folder = folder
-        self.counted: dict[str, int] = {}
 
-    def __call__(self) -> int:
-        if self.folder.is_dir():
-            for f in self.folder.glob("*.parquet"):
-                if f.name not in self.counted:
-                    try:
-                        self.counted[f.name] = pq.ParquetFile(f).metadata.num_rows
-                    except (OSError, pa.ArrowException):
-                        pass  # no footer yet
-        return sum(self.counted.values())
+def error_reasons(errors: pa.Array) -> dict[str, int]:
+    """Errors counted by reason: the text before the first colon (`malformed_json`, ...)."""
+    if not len(errors):
+        return {}
+    reasons = pc.utf8_trim_whitespace(pc.list_element(pc.split_pattern(errors, ":", max_splits=1), 0))
+    return {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()}
 
 
-def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
+def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) -> dict:
     """Split the mined rows by status into their folders, each committed atomically."""
+    duplicates = mark_duplicate_ids(run, shards)
     cascade = cfg.mine.target_agreement is not None
-    rows = pads.dataset(str(run.rows), format="parquet", schema=output_schema(plan, cfg.mine.keep_text, cascade))
-    status = rows.to_table(columns=["status"]).column("status")
+    schema = output_schema(plan, cfg.mine.keep_text, cascade)
+    meta = [pa.field("_unit", pa.string()), pa.field("_row", pa.int64()), pa.field("_windows", pa.int32())]
+    rows = pads.dataset(str(run.rows), format="parquet", schema=pa.schema(list(schema) + meta))
+    summary = rows.to_table(columns=["status", "_windows"])
+    status = summary.column("status")
     counts = {s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}
     label_cols = [f"label_{s.id}" for s in plan.label_steps] + (["source", "confidence"] if cascade else [])
     to_teacher = None
     if cascade:
         to_teacher = int(pc.sum(pc.equal(rows.to_table(columns=["source"]).column("source"), "teacher")).as_py() or 0)
     targets = {
-        run.results: ("kept", None),
+        run.results: ("kept", schema.names),
         run.filtered: ("filtered", ["doc_id", *label_cols]),
         run.errors: ("error", ["doc_id", "error"]),
     }
@@ -256,10 +333,12 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir) -> dict:
         os.replace(staging, folder)
     if cfg.mine.jsonl:
         write_jsonl(run.results, run.path / "results.jsonl")
-    shutil.rmtree(run.rows, ignore_errors=True)
     docs_in = sum(counts.values())
+    errors = pads.dataset(str(run.errors), format="parquet").to_table(columns=["error"]).column("error")
     out = {"docs_in": docs_in, "docs_kept": counts["kept"], "docs_filtered": counts["filtered"],
-           "docs_error": counts["error"]}
+           "docs_error": counts["error"], "errors_by_reason": error_reasons(errors.combine_chunks()),
+           "duplicate_ids": duplicates,
+           "docs_windowed": int(pc.sum(pc.greater(summary.column("_windows"), 1)).as_py() or 0)}
     if to_teacher is not None:
         out["docs_to_teacher"] = to_teacher
     return out

@@ -79,14 +79,14 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
     return metrics
 
 
-def stage_mine(run: RunDir, cfg: RunConfig) -> dict:
+def stage_mine(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
     from falconer_ray.mine import mine
     from falconer_ray.ray_env import init_ray
 
     plan = Plan.load(run.require(run.plan, "plan"))
     init_ray()
-    note(f"[bold]mining[/] {cfg.corpus} with the proxy")
-    return mine(plan, cfg, run)
+    note(f"[bold]mining[/] {cfg.corpus} with the proxy" + (" (resuming)" if resume else ""))
+    return mine(plan, cfg, run, resume=resume)
 
 
 def finish(run: RunDir, started: float | None = None) -> dict:
@@ -125,26 +125,64 @@ def write_html(run: RunDir, report: dict | None = None) -> None:
     note(f"report: {path}")
 
 
-def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = None, quote: bool = False) -> dict:
-    """Instruction + corpus -> plan -> annotations -> proxy -> mined results + report.
+def changed_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
+    """Dotted names of the settings that differ between two configs."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
 
-    With `quote`, the plan is priced first (quote.json) so the report can set the
-    estimate against what the run then cost.
-    """
+    a, b = flat(saved.model_dump()), flat(wanted.model_dump())
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None, resume: bool = False,
+               quote: bool = False) -> dict:
+    """Every stage in order; with `resume`, the stages whose output is complete are skipped
+    (each stage writes its completion file last: plan.json, annotations/stats.json,
+    proxy/metrics.json) and mining goes on from its committed units. With `quote`, the
+    plan is priced first (quote.json) so the report can set the estimate against what
+    the run then cost."""
     started = time.monotonic()
-    run = RunDir(out).create()
-    cfg.save(run.path)
-    teacher = make_run_teacher(cfg)  # one load serves planning and annotation
-    plan = stage_plan(run, cfg, plan_file, teacher)
-    if quote:
+    need_plan = not (resume and run.plan.exists())
+    need_annotations = not (resume and run.annotation_stats.exists())
+    teacher = make_run_teacher(cfg) if need_plan or need_annotations else None  # one load serves both
+    if need_plan:
+        plan = stage_plan(run, cfg, plan_file, teacher)
+    else:
+        plan = Plan.load(run.plan)
+        note(f"plan: reusing {run.plan}")
+    if quote and not (resume and (run.path / "quote.json").exists()):
         from falconer_ray.quote import make_quote, show
-        from falconer_ray.rundir import write_json
 
         priced = make_quote(cfg, teacher=teacher, plan=plan)
         write_json(run.path / "quote.json", priced)
         show(priced)
-    stage_annotate(run, cfg, teacher)
+    if need_annotations:
+        stage_annotate(run, cfg, teacher)
+    else:
+        note(f"annotations: reusing {run.annotations}")
     del teacher
-    stage_train(run, cfg)
-    stage_mine(run, cfg)
+    if not (resume and run.train_metrics.exists()):
+        stage_train(run, cfg)
+    else:
+        note(f"proxy: reusing {run.proxy}")
+    stage_mine(run, cfg, resume=resume)
     return finish(run, started)
+
+
+def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = None, resume: bool = False,
+             quote: bool = False) -> dict:
+    """Instruction + corpus -> plan -> annotations -> proxy -> mined results + report.
+
+    `quote` prices the run before it starts (see `run_stages`); `resume` goes on with an interrupted run in `out`, refusing if its settings differ.
+    """
+    run = RunDir(out).create()
+    if resume and run.config.exists():
+        changed = changed_settings(RunConfig.load(run.path), cfg)
+        if changed:
+            raise ValueError(f"cannot resume {run.path}: its settings differ in {', '.join(changed)}; "
+                             "pass the same arguments as the interrupted run, or drop --resume to start over")
+    cfg.save(run.path)
+    return run_stages(run, cfg, plan_file, resume, quote)

@@ -21,6 +21,9 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
         "docs_filtered": mined.get("docs_filtered"),
         "docs_error": mined.get("docs_error"),
         "accounted": mined.get("accounted"),
+        "errors_by_reason": mined.get("errors_by_reason"),
+        "docs_windowed": mined.get("docs_windowed"),
+        "units": mined.get("units"),
         "teacher": {
             "model": ann.get("teacher", {}).get("model"),
             "calls": ann.get("teacher", {}).get("calls"),
@@ -32,6 +35,7 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
             "rejected": ann.get("rejected"),
             "docs_failed": ann.get("docs_failed"),
             "errors_by_reason": ann.get("errors_by_reason"),
+            "clipped_docs": ann.get("clipped_docs"),
         },
         "cost": run_cost(read_json(run.plan_stats), ann, trained, mined, cfg),
         "proxy": {

@@ -96,23 +96,38 @@ class TeacherStage:
         out = batch.to_pydict()
         todo = [i for i, s in enumerate(out["source"]) if s == "teacher"]
         texts = [out[TEXT_FOR_TEACHER][i] for i in todo]
-        yes = {i: {} for i in todo}
-        for step in self.plan.label_steps:
-            probs = cached_label(self.teacher, cache, texts, step.instruction).probs if texts else []
-            for i, p in zip(todo, probs):
-                out[f"label_{step.id}"][i] = float(p)
-                yes[i][step.id] = p >= 0.5
+        probs = {step.id: cached_label(self.teacher, cache, texts, step.instruction).probs if texts else []
+                 for step in self.plan.label_steps}
+        # A document the teacher could not label keeps the proxy's answer (source says so).
+        unanswered = {i for step_probs in probs.values() for i, p in zip(todo, step_probs) if p is None}
+        for i in unanswered:
+            out["source"][i] = "proxy"
+        yes = {i: {} for i in todo if i not in unanswered}
+        for step_id, step_probs in probs.items():
+            for i, p in zip(todo, step_probs):
+                if i in yes:
+                    out[f"label_{step_id}"][i] = float(p)
+                    yes[i][step_id] = p >= 0.5
+        todo = list(yes)
         kept = [i for i in todo if self.plan.keeps(yes[i])]
         for i in todo:
             out["status"][i] = "kept" if i in set(kept) else "filtered"
             for step in self.plan.span_steps:
                 out[f"span_{step.id}"][i] = None
         for step in self.plan.span_steps:
-            found = cached_extract(self.teacher, cache, [out[TEXT_FOR_TEACHER][i] for i in kept],
-                                   step.instruction).spans if kept else []
-            for i, spans in zip(kept, found):
-                out[f"span_{step.id}"][i] = [s.to_dict() for s in spans]
+            got = cached_extract(self.teacher, cache, [out[TEXT_FOR_TEACHER][i] for i in kept],
+                                 step.instruction) if kept else None
+            for j, i in enumerate(kept):
+                if got.spans[j] is not None:
+                    out[f"span_{step.id}"][i] = [s.to_dict() for s in got.spans[j]]
+                else:  # counted with the other errors, never silently empty
+                    failure = got.errors[j]
+                    out["status"][i], out["error"][i] = "error", f"teacher_{failure.reason}: {failure.detail}"[:500]
         if self.cfg.mine.keep_text:
             for i in todo:
                 out["text"][i] = out[TEXT_FOR_TEACHER][i] if out["status"][i] == "kept" else None
-        return pa.table({f.name: out[f.name] for f in self.schema}, schema=self.schema)
+        table = pa.table({f.name: out[f.name] for f in self.schema}, schema=self.schema)
+        for name in batch.column_names:  # bookkeeping columns of later stages ride along
+            if name.startswith("_") and name != TEXT_FOR_TEACHER:
+                table = table.append_column(batch.schema.field(name), batch.column(name))
+        return table

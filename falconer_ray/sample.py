@@ -32,8 +32,13 @@ def sample_documents(ds, n: int, seed: int) -> list[dict]:
         return batch.append_column("key", pa.array(keys, pa.float64()))
 
     candidates = valid.map_batches(keyed, batch_format="pyarrow").filter(lambda r: r["key"] < fraction)
-    rows = sorted(candidates.take_all(), key=lambda r: r["key"])
-    return [{"doc_id": r["doc_id"], "text": r["text"]} for r in rows[:n]]
+    rows = sorted(candidates.take_all(), key=lambda r: (r["key"], r["doc_id"], r["text"]))
+    picked: dict[str, str] = {}
+    for r in rows:  # a repeated id is sampled once (ties broken by text, so reruns agree)
+        picked.setdefault(r["doc_id"], r["text"])
+        if len(picked) == n:
+            break
+    return [{"doc_id": d, "text": t} for d, t in picked.items()]
 
 
 def is_heldout(doc_id: str, seed: int, fraction: float) -> bool:

@@ -12,6 +12,7 @@ from collections import Counter
 from typing import NamedTuple
 
 from falconer_ray.annotate.cache import AnnotationCache, cache_key
+from falconer_ray.annotate.guard import CHUNK, check_labels, check_spans, guarded_calls
 from falconer_ray.annotate.validate import parse_span_answer, validate_spans
 from falconer_ray.spans import Span
 from falconer_ray.teacher.base import Failed, ProgressFn, Teacher
@@ -65,23 +66,38 @@ def _offset(on_progress: ProgressFn | None, done: int) -> ProgressFn | None:
     return lambda n: on_progress(done + n)
 
 
+def _ask(teacher, teacher_call, check, cache, op, keys, hits, misses, todo, instruction, on_progress, done, retries):
+    """Send the misses through `guarded_calls`, caching answers chunk by chunk; returns
+    failures by cache key. A `Failed` answer (a remote backend's per-document timeout,
+    rate limit or bad response) is a failure too, and is never cached."""
+    failed: dict[str, Failed] = {}
+    chunk = getattr(teacher, "call_chunk", CHUNK) or max(1, len(todo))
+    for idx, answers, failures in guarded_calls(teacher_call, check, todo, instruction, retries,
+                                                _offset(on_progress, done), chunk=chunk):
+        fresh = {misses[i]: a for i, a in zip(idx, answers) if not isinstance(a, Failed)}
+        failed.update({misses[i]: a for i, a in zip(idx, answers) if isinstance(a, Failed)})
+        if cache is not None and fresh:
+            cache.put_many(fresh, op=op)
+        hits.update(fresh)
+        failed.update({misses[i]: Failed(*why) for i, why in failures.items()})
+    return failed
+
+
 def cached_label(
     teacher: Teacher,
     cache: AnnotationCache | None,
     texts: list[str],
     instruction: str,
     on_progress: ProgressFn | None = None,
+    retries: int = 1,
 ) -> Labels:
-    """P(yes) per text, calling the teacher only for uncached documents."""
+    """P(yes) per text, calling the teacher only for uncached documents; a document
+    the teacher fails on gets None and a reason in `failed`."""
     shown, keys, hits, misses, todo = _lookup(teacher, cache, "label", texts, instruction)
-    if todo:
-        probs = teacher.label(todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo)))
-        fresh = dict(zip(misses, probs))
-        _store(cache, fresh, "label")
-        hits.update(fresh)
-    errors = {i: hits[k] for i, k in enumerate(keys) if isinstance(hits[k], Failed)}
-    probs = [None if i in errors else float(hits[k]) for i, k in enumerate(keys)]
-    return Labels(probs, len(todo), shown, errors)
+    failed = _ask(teacher, teacher.label, check_labels, cache, "label", keys, hits, misses, todo, instruction,
+                  on_progress, len(texts) - len(todo), retries) if todo else {}
+    probs = [None if k in failed else float(hits[k]) for k in keys]
+    return Labels(probs, len(todo), shown, {i: failed[k] for i, k in enumerate(keys) if k in failed})
 
 
 def cached_extract(
@@ -90,30 +106,20 @@ def cached_extract(
     texts: list[str],
     instruction: str,
     on_progress: ProgressFn | None = None,
+    retries: int = 1,
 ) -> Extractions:
     """Validated spans per text; raw answers are cached, validation re-runs on read."""
     shown, keys, hits, misses, todo = _lookup(teacher, cache, "span", texts, instruction)
-    if todo:
-        fresh = dict(zip(misses, teacher.extract(
-            todo, instruction, on_progress=_offset(on_progress, len(texts) - len(todo))
-        )))
-        _store(cache, fresh, "span")
-        hits.update(fresh)
+    failed = _ask(teacher, teacher.extract, check_spans, cache, "span", keys, hits, misses, todo, instruction,
+                  on_progress, len(texts) - len(todo), retries) if todo else {}
     spans: list[list[Span] | None] = []
     rejected: Counter[str] = Counter()
-    errors: dict[int, Failed] = {}
-    for i, (k, s) in enumerate(zip(keys, shown)):
-        if isinstance(hits[k], Failed):
-            errors[i] = hits[k]
+    for k, s in zip(keys, shown):
+        if k in failed:
             spans.append(None)
             continue
         ok, bad = validate_spans(s, list(hits[k]))
         spans.append(ok)
         rejected.update(bad)
-    return Extractions(spans, len(todo), dict(rejected), shown, errors)
-
-
-def _store(cache: AnnotationCache | None, fresh: dict, op: str) -> None:
-    """Cache real answers only: a failed call is asked again on the next run."""
-    if cache is not None:
-        cache.put_many({k: v for k, v in fresh.items() if not isinstance(v, Failed)}, op=op)
+    return Extractions(spans, len(todo), dict(rejected), shown,
+                       {i: failed[k] for i, k in enumerate(keys) if k in failed})

@@ -32,18 +32,19 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
     texts = [d["text"] for d in docs]
     labels, spans, shown = {}, {}, None
     calls, rejected = Counter(), Counter()
-    failed: dict[int, list[dict]] = {}
+    failed: dict[int, dict] = {}  # doc index -> the first step the teacher failed on
     started = time.monotonic()
     before = teacher.stats.snapshot()
+    retries = cfg.teacher.retries
     for step in plan.label_steps:
         with progress(f"teacher get_label '{step.id}'", len(texts)) as advance:
-            out = cached_label(teacher, cache, texts, step.instruction, on_progress=_absolute(advance))
+            out = cached_label(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
         labels[step.id], shown = out.probs, out.shown
         calls["label"] += out.calls
         _note_errors(failed, step, out.errors)
     for step in plan.span_steps:
         with progress(f"teacher get_span '{step.id}'", len(texts)) as advance:
-            out = cached_extract(teacher, cache, texts, step.instruction, on_progress=_absolute(advance))
+            out = cached_extract(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
         spans[step.id], shown = out.spans, out.shown
         calls["span"] += out.calls
         rejected.update(out.rejected)
@@ -78,32 +79,36 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
                     "stats": spent.to_dict()},
         "docs": len(ok),
         "docs_failed": len(failed),
-        "errors_by_reason": dict(Counter(e["reason"] for errs in failed.values() for e in errs)),
+        "errors_by_reason": dict(Counter(f["reason"] for f in failed.values())),
         "heldout": sum(is_heldout(d["doc_id"], cfg.seed, cfg.train.heldout) for d in ok),
         "cached": {"label": len(texts) * len(plan.label_steps) - calls["label"],
                    "span": len(texts) * len(plan.span_steps) - calls["span"]},
         "rejected_spans": dict(rejected),
         "rejected": dict(Counter(spent.rejected) + Counter(rejected)),
+        "clipped_docs": sum(len(s) < len(t) for s, t in zip(shown or [], texts)),
         "wall_s": round(time.monotonic() - started, 3),
     }
     write_json(run.annotation_stats, stats)
     if docs and not ok:
         reasons = ", ".join(f"{k}: {v}" for k, v in stats["errors_by_reason"].items())
-        raise ValueError(f"the teacher failed on every document ({reasons}); details in {run.annotation_errors}")
+        first = next(iter(failed.values()))["detail"]
+        raise ValueError(f"the teacher failed on every one of {len(docs)} documents ({reasons}); first: {first}; "
+                         f"details in {run.annotation_errors}")
     return stats
 
 
-def _note_errors(failed: dict[int, list[dict]], step, errors: dict) -> None:
+def _note_errors(failed: dict[int, dict], step, errors: dict) -> None:
     for i, f in errors.items():
-        failed.setdefault(i, []).append({"step": step.id, "op": step.op, "reason": f.reason, "detail": f.detail})
+        failed.setdefault(i, {"step": step.id, "op": step.op, "reason": f.reason, "detail": f.detail})
 
 
-def _write_errors(run: RunDir, docs: list[dict], failed: dict[int, list[dict]]) -> None:
-    """errors.jsonl: one row per document the teacher could not annotate (empty when none)."""
+def _write_errors(run: RunDir, docs: list[dict], failed: dict[int, dict]) -> None:
+    """annotations/errors.jsonl: one row per sampled document the teacher could not
+    annotate, with the first step it failed on (empty when none)."""
     tmp = run.annotation_errors.with_suffix(".jsonl.tmp")
     with tmp.open("w") as f:
         for i in sorted(failed):
-            f.write(json.dumps({"doc_id": docs[i]["doc_id"], "errors": failed[i]}) + "\n")
+            f.write(json.dumps({"doc_id": docs[i]["doc_id"], **failed[i]}) + "\n")
     tmp.replace(run.annotation_errors)
 
 

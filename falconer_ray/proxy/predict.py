@@ -37,6 +37,7 @@ class Proxy:
         self.batch_size = batch_size
         self.max_length = max_length or model.max_length
         self.stride = stride if stride is not None else model.stride
+        self.last_windows: list[int] = []  # windows per document of the latest call (long documents: > 1)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device | None = None,
@@ -104,6 +105,7 @@ class Proxy:
                 pending = launched
             if pending is not None:
                 collect(pending)
+        self.last_windows = np.bincount([w.doc_index for w in windows], minlength=len(texts)).tolist()
         return windows, np.asarray(logits, dtype=np.float32), probs
 
     def label_scores(self, texts: list[str], instruction: str, pooling: str = "mean") -> np.ndarray:

@@ -68,6 +68,9 @@ class BatchTeacher:
 
     name: str
     max_doc_chars: int
+    # The annotation stage sends all uncached documents in one call: each call is a Ray
+    # Data pipeline, and per-document failures already come back as `Failed` answers.
+    call_chunk: int | None = None
 
     def __init__(self, *, api: str = "chat", label_mode: str = "logprobs", span_format: str = "json_schema",
                  votes: int = 1, vote_temperature: float = 0.7, max_span_tokens: int = 256,
