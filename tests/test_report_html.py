@@ -60,9 +60,13 @@ def make_run(tmp_path, n=400) -> RunDir:
         rows["text"].append(text)
     run.rows.mkdir()
     table = pa.table(rows, schema=output_schema(plan, keep_text=True))
+    # the bookkeeping columns mining adds: unit, row in the unit, windows per document
+    table = (table.append_column("_unit", pa.array(["u0000000-0"] * n))
+             .append_column("_row", pa.array(range(n), pa.int64()))
+             .append_column("_windows", pa.array([1] * n, pa.int32())))
     pq.write_table(table.slice(0, n // 2), run.rows / "a.parquet")
     pq.write_table(table.slice(n // 2), run.rows / "b.parquet")
-    counts = split_outputs(plan, cfg, run)
+    counts = split_outputs(plan, cfg, run, shards=[])
     write_json(run.mine_stats, {**counts, "accounted": True, "mine_s": 4.0, "actors": [2, 2], "proxy_docs_per_s": n / 4.0})
     build_report(run, plan, wall_s=50.0, agreement=json.loads(run.train_metrics.read_text())["agreement"])
     return run
