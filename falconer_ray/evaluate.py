@@ -128,6 +128,7 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
     train_texts = [task.docs[i]["text"] for i in train_idx]
     gold_test = [task.docs[i]["gold"] for i in test_idx]
 
+    init_ray()  # first: a failed start then costs no teacher time
     started = time.monotonic()
     teacher = make_run_teacher(cfg)
     cache = AnnotationCache(Path(cfg.cache_dir) / "annotations.sqlite")
@@ -145,7 +146,6 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
              "labels": {STEP: float(a)} if task.kind == "label" else {},
              "spans": {STEP: [{"start": s, "end": e} for s, e in a]} if task.kind == "span" else {}}
             for i, t, a in zip(train_idx, train_texts, train_answers)]
-    init_ray()
     with tempfile.TemporaryDirectory(prefix="falconer-eval-") as tmp:
         run = RunDir(tmp).create()
         console.print(f"[bold]training[/] the proxy on {len(rows)} {train_source} answers ({task.name})")

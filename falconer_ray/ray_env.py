@@ -28,6 +28,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if not local:
         ray.init(address=address, log_to_driver=chatty)
         return
+    for attempt in range(3):
+        try:
+            _init_local(ray, num_cpus)
+            return
+        except Exception as e:  # Ray raises a bare Exception here
+            # Ray gives a new node 30 s (fixed) to register; on an overloaded machine it
+            # can take longer: start again rather than fail the whole command.
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
+            ray.shutdown()
+
+
+def _init_local(ray, num_cpus: int | None) -> None:
     ray.init(
         address="local",
         num_cpus=num_cpus or os.cpu_count(),
