@@ -30,7 +30,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     for attempt in range(3):
         try:
-            _init_local(ray, num_cpus)
+            _init_local(ray, num_cpus, chatty)
             return
         except Exception as e:  # Ray raises a bare Exception here
             # Ray gives a new node 30 s (fixed) to register; on an overloaded machine it
@@ -40,14 +40,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             ray.shutdown()
 
 
-def _init_local(ray, num_cpus: int | None) -> None:
+def _init_local(ray, num_cpus: int | None, log_to_driver: bool) -> None:
     ray.init(
         address="local",
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=True,  # Ray Train polls the state API, which the dashboard serves
         dashboard_host="127.0.0.1",
         object_store_memory=int(os.environ.get("FALCONER_OBJECT_STORE_BYTES", 1_000_000_000)),
-        log_to_driver=chatty,
+        log_to_driver=log_to_driver,
         configure_logging=True,
         logging_level="WARNING",
     )
