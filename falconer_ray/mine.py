@@ -258,8 +258,10 @@ def mark_duplicate_ids(run: RunDir, shards: list[Shard]) -> int:
     every doc_id in the outputs is unique. Rewrites only the units that hold one."""
     rows = pads.dataset(str(run.rows), format="parquet")
     ids = rows.to_table(columns=["doc_id", "_unit", "_row"])
-    counts = ids.group_by("doc_id").aggregate([("doc_id", "count")])
-    repeated = counts.filter(pc.greater(counts["doc_id_count"], 1))["doc_id"]
+    # value_counts, not group_by: Acero's thread pool can fail when called from a
+    # worker thread of the driver ("thread index out of range").
+    counts = pc.value_counts(ids["doc_id"])
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     if not len(repeated):
         return 0
     rel = {s.index: s.rel for s in shards}

@@ -65,40 +65,46 @@ def count_documents(cfg: RunConfig, budget: int) -> dict:
     newlines for line formats, one per .txt file; beyond `budget` bytes read, the rest
     is extrapolated from documents per byte so far."""
     import gzip
+    import zlib
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from falconer_ray.corpus import file_format, list_files
 
     files = list_files(cfg.corpus)
-    docs = read = counted_bytes = skipped_bytes = 0
+    docs = read = counted_bytes = skipped_bytes = unreadable = 0
     for path in files:
-        fmt, size = file_format(path), path.stat().st_size
-        if fmt == "parquet":
-            docs += pq.ParquetFile(path).metadata.num_rows
-        elif fmt == "text" and cfg.text_unit == "file":
+        try:
+            fmt, size = file_format(path), path.stat().st_size
+            if fmt == "parquet":
+                docs += pq.ParquetFile(path).metadata.num_rows
+            elif fmt == "text" and cfg.text_unit == "file":
+                docs += 1
+            elif read >= budget:
+                skipped_bytes += size
+            else:
+                opener = gzip.open if path.suffix.lower() == ".gz" else open
+                lines, last = 0, b"\n"
+                with opener(path, "rb") as f:
+                    while chunk := f.read(COUNT_CHUNK):
+                        lines += chunk.count(b"\n")
+                        last = chunk[-1:]
+                lines += last != b"\n"  # a last line without a newline
+                docs += lines - (fmt in ("csv", "tsv"))  # header row
+                read += size
+                counted_bytes += size
+        except (OSError, EOFError, zlib.error, pa.ArrowException):
+            unreadable += 1  # mining turns it into one error row; a count must not fail on it
             docs += 1
-        elif read >= budget:
-            skipped_bytes += size
-        else:
-            opener = gzip.open if path.suffix.lower() == ".gz" else open
-            lines, last = 0, b"\n"
-            with opener(path, "rb") as f:
-                while chunk := f.read(COUNT_CHUNK):
-                    lines += chunk.count(b"\n")
-                    last = chunk[-1:]
-            lines += last != b"\n"  # a last line without a newline
-            docs += lines - (fmt in ("csv", "tsv"))  # header row
-            read += size
-            counted_bytes += size
     estimated = 0
     if skipped_bytes:
         estimated = round(skipped_bytes * docs / max(1, counted_bytes))
         docs += estimated
     if cfg.limit:
         docs = min(docs, cfg.limit)
-    return {"docs": docs, "files": len(files), "estimated_docs": estimated,
-            "bytes": sum(p.stat().st_size for p in files)}
+    return {"docs": docs, "files": len(files), "estimated_docs": estimated, "unreadable_files": unreadable,
+            "bytes": sum(p.stat().st_size for p in files if p.exists())}
 
 
 def pilot_texts(cfg: RunConfig, n: int) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.plan import Plan
-from falconer_ray.rundir import RunDir
+from falconer_ray.rundir import RunDir, write_json
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,10 @@ def mined_run(root, name, proxy_dir, cfg) -> RunDir:
     run.proxy.symlink_to(proxy_dir, target_is_directory=True)
     Plan.model_validate(PLAN).save(run.plan)
     cfg.save(run.path)
+    # the completion files of the stages before mining: a resume goes straight to mining
+    write_json(run.annotation_stats, {"docs": 0})
+    if not run.train_metrics.exists():
+        write_json(run.train_metrics, {"agreement": None})
     return run
 
 
