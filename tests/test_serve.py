@@ -8,7 +8,6 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pyarrow.dataset as pads
 import pytest
 import torch
@@ -19,23 +18,11 @@ from falconer_ray.config import RunConfig
 from falconer_ray.datasets import movie_reviews
 from falconer_ray.plan import Plan
 from falconer_ray.rundir import RunDir
+from mining_helpers import PLAN, split_point
 
 TOKEN = "test-token-0123456789abcdef"
 MAX_BATCH = 6
 MAX_BYTES = 100_000
-PLAN = {"instruction": "people praised in positive reviews", "steps": [
-    {"id": "positive", "op": "get_label", "instruction": "Is this movie review positive?"},
-    {"id": "people", "op": "get_span", "instruction": "Extract the names of people who are praised."}],
-    "keep": "positive"}
-
-
-def split_point(values) -> float:
-    """A threshold in the widest gap of the middle half: both sides get values, and
-    float noise between two batchings cannot move a value across it."""
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    lo, hi = len(v) // 4, max(len(v) // 4 + 1, 3 * len(v) // 4)
-    k = lo + int(np.argmax(np.diff(v[lo:hi + 1])))
-    return float((v[k] + v[k + 1]) / 2)
 
 
 @pytest.fixture(scope="module")

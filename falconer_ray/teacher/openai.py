@@ -42,14 +42,8 @@ def api_key(env_name: str | None) -> str | None:
 def openai_payload(row: dict, *, op: str, instruction: str, model: str, api: str, label_mode: str,
                    span_format: str, max_span_tokens: int, votes: int, vote_temperature: float) -> dict:
     """Preprocess: one row ({i, v, doc}) -> the `payload` the HTTP stage posts."""
-    if op == "label":
-        sampled = votes > 1
-        req = requests.label_request(row["doc"], instruction, api=api, label_mode=label_mode,
-                                     temperature=vote_temperature if sampled else 0.0,
-                                     seed=int(row["v"]) if sampled else None)
-    else:
-        req = requests.span_request(row["doc"], instruction, api=api, span_format=span_format,
-                                    max_span_tokens=max_span_tokens)
+    req = requests.step_request(row, op, instruction, api=api, label_mode=label_mode, span_format=span_format,
+                                max_span_tokens=max_span_tokens, votes=votes, vote_temperature=vote_temperature)
     return {"payload": requests.to_openai(req, model, span_format)}
 
 

@@ -40,6 +40,18 @@ def span_request(doc: str, instruction: str, *, api: str, span_format: str, max_
     return req
 
 
+def step_request(row: dict, op: str, instruction: str, *, api: str, label_mode: str, span_format: str,
+                 max_span_tokens: int, votes: int, vote_temperature: float) -> dict:
+    """One batch row ({i, v, doc}) -> the neutral request of a label or span step; votes
+    sample with the row's vote number as seed, a single answer is greedy."""
+    if op == "label":
+        sampled = votes > 1
+        return label_request(row["doc"], instruction, api=api, label_mode=label_mode,
+                             temperature=vote_temperature if sampled else 0.0,
+                             seed=int(row["v"]) if sampled else None)
+    return span_request(row["doc"], instruction, api=api, span_format=span_format, max_span_tokens=max_span_tokens)
+
+
 def _prompt(api: str, fewshot_fn, chat_fn, instruction: str, doc: str) -> dict:
     if api == "completions":
         return {"prompt": fewshot_fn(instruction, doc)}

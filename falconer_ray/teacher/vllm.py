@@ -27,14 +27,9 @@ def vllm_request(row: dict, *, op: str, instruction: str, api: str, label_mode: 
     if op == "complete":
         req = {"prompt": row["doc"]} if api == "completions" else {"messages": [{"role": "user", "content": row["doc"]}]}
         req.update(max_tokens=max_tokens, temperature=0.0, stop=stop, top_logprobs=0, json_schema=None)
-    elif op == "label":
-        sampled = votes > 1
-        req = requests.label_request(row["doc"], instruction, api=api, label_mode=label_mode,
-                                     temperature=vote_temperature if sampled else 0.0,
-                                     seed=int(row["v"]) if sampled else None)
     else:
-        req = requests.span_request(row["doc"], instruction, api=api, span_format=span_format,
-                                    max_span_tokens=max_span_tokens)
+        req = requests.step_request(row, op, instruction, api=api, label_mode=label_mode, span_format=span_format,
+                                    max_span_tokens=max_span_tokens, votes=votes, vote_temperature=vote_temperature)
     out = requests.to_vllm(req)
     out["max_tokens"] = req["max_tokens"]  # carried to postprocess: finish_reason is not
     return out
