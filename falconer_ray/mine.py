@@ -191,7 +191,9 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
                               "finished; rerun without --resume to mine everything again")
         if all(p.exists() for p in (run.results, run.filtered, run.errors)):
             units = done_before["units"]
-            return {**done_before, "units": {**units, "reused": units["total"], "mined": 0}}
+            stats = {**done_before, "units": {**units, "reused": units["total"], "mined": 0}}
+            write_json(run.mine_stats, stats)  # the report says this resume mined nothing
+            return stats
     store = UnitStore(run.rows)
     reused = store.open(fp, resume)
     unit_rows = cfg.mine.unit_rows
