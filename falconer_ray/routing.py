@@ -110,8 +110,9 @@ class TeacherStage:
                     yes[i][step_id] = p >= 0.5
         todo = list(yes)
         kept = [i for i in todo if self.plan.keeps(yes[i])]
+        kept_set = set(kept)
         for i in todo:
-            out["status"][i] = "kept" if i in set(kept) else "filtered"
+            out["status"][i] = "kept" if i in kept_set else "filtered"
             for step in self.plan.span_steps:
                 out[f"span_{step.id}"][i] = None
         for step in self.plan.span_steps:
