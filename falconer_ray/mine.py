@@ -311,13 +311,13 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) 
     schema = output_schema(plan, cfg.mine.keep_text, cascade)
     meta = [pa.field("_unit", pa.string()), pa.field("_row", pa.int64()), pa.field("_windows", pa.int32())]
     rows = pads.dataset(str(run.rows), format="parquet", schema=pa.schema(list(schema) + meta))
-    summary = rows.to_table(columns=["status", "_windows"])
+    summary = rows.to_table(columns=["status", "_windows"] + (["source"] if cascade else []))
     status = summary.column("status")
     counts = {s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}
     label_cols = [f"label_{s.id}" for s in plan.label_steps] + (["source", "confidence"] if cascade else [])
     to_teacher = None
     if cascade:
-        to_teacher = int(pc.sum(pc.equal(rows.to_table(columns=["source"]).column("source"), "teacher")).as_py() or 0)
+        to_teacher = int(pc.sum(pc.equal(summary.column("source"), "teacher")).as_py() or 0)
     targets = {
         run.results: ("kept", schema.names),
         run.filtered: ("filtered", ["doc_id", *label_cols]),
