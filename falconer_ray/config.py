@@ -77,7 +77,7 @@ class TeacherConfig(BaseModel):
 
 class ProxyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    base: str = Field("minilm", description="Encoder to start from: 'minilm' (embedded), a path or a hub id.")
+    base: str = Field("minilm", description="What to fine-tune: 'minilm' (embedded), an encoder (path or hub id), or a saved proxy folder, whose heads are kept.")
     max_length: int = Field(256, ge=64, le=4096, description="Tokens per window (instruction + text).")
     stride: int = Field(64, ge=0, le=1024, description="Tokens of overlap between windows of a long document.")
     label_pooling: Literal["mean", "max"] = Field("mean", description="How window label scores combine per document.")

@@ -125,6 +125,22 @@ def test_save_load_roundtrip_identical_outputs(minilm, tmp_path):
     assert mean.shape == (3,) and ((0 <= mean) & (mean <= 1)).all() and (mx >= mean - 1e-6).all()
 
 
+def test_a_saved_proxy_as_base_keeps_its_heads(minilm, tmp_path):
+    """Starting from a metamodel (pretrained or trained on another task) must keep its
+    label and tag heads, not put fresh ones on its encoder."""
+    import torch
+
+    with torch.no_grad():
+        minilm.label_head.bias.fill_(3.0)
+    minilm.save(tmp_path / "meta")
+    started = ProxyModel.from_base(str(tmp_path / "meta"), max_length=96, stride=16)
+    assert started.base == str(tmp_path / "meta") and (started.max_length, started.stride) == (96, 16)
+    for name, value in minilm.state_dict().items():
+        assert torch.equal(value, started.state_dict()[name]), name
+    fresh = ProxyModel.from_base(None)
+    assert not torch.equal(fresh.label_head.bias, started.label_head.bias)
+
+
 def test_roberta_style_base_without_token_type_ids(tiny_roberta_dir, tmp_path):
     model = ProxyModel.from_base(tiny_roberta_dir, max_length=64, stride=8)
     assert model.encoder.config.model_type == "roberta"

@@ -32,6 +32,11 @@ def resolve_base(name_or_path: str | None) -> str:
     return str(name_or_path)
 
 
+def is_proxy_dir(path: str | os.PathLike) -> bool:
+    """A folder written by ProxyModel.save (encoder and heads), not a bare encoder."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
 def _drop_pooler(encoder: nn.Module) -> nn.Module:
     # The pretrained pooler is unused; left in, its parameters get no gradient and
     # DDP (find_unused_parameters=False) fails on the second step.
@@ -92,17 +97,24 @@ class ProxyModel(nn.Module):
 
     @classmethod
     def from_base(cls, name_or_path: str | None = EMBEDDED_BASE, **kwargs) -> "ProxyModel":
-        """Fresh heads on a pretrained encoder (path, hub id, or "minilm")."""
+        """Fresh heads on a pretrained encoder (path, hub id, or "minilm"), or a saved
+        proxy (a folder with proxy.json) kept whole, heads included: fine-tuning then
+        continues from a metamodel that already follows instructions."""
         from transformers import AutoModel, AutoTokenizer
 
         path = resolve_base(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path)
         base = EMBEDDED_BASE if name_or_path is None else str(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
         limit = getattr(tokenizer, "model_max_length", None)  # huge sentinel when unset
         if limit and limit < 100_000:
             kwargs["max_length"] = min(kwargs.get("max_length", 256), limit)
-        return cls(encoder, tokenizer, base=base, **kwargs)
+        if is_proxy_dir(path):
+            model = cls.load(path)
+            model.base = base
+            model.max_length = kwargs.get("max_length", model.max_length)
+            model.stride = kwargs.get("stride", model.stride)
+            return model
+        return cls(AutoModel.from_pretrained(path), tokenizer, base=base, **kwargs)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
