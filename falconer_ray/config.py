@@ -96,7 +96,7 @@ class TrainConfig(BaseModel):
 
 class MineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    batch_size: int | None = Field(None, ge=1, le=65_536, description="Documents per map_batches call (default: 512 on CPU, 2048 on GPU: larger calls sort more documents by length, so batches pad less).")
+    batch_size: int | None = Field(None, ge=1, le=65_536, description="Documents per map_batches call (default: 512 on CPU, 2048 on GPU: larger calls sort more documents by length, so batches pad less; cut for a small corpus so that every actor gets at least 4 calls).")
     forward_batch: int | None = Field(None, ge=1, le=4096, description="Windows per forward pass (default: 32 on CPU, 256 on GPU).")
     actors: int | None = Field(None, ge=1, le=10_000, description="Max proxy actors (default: one per CPU, or per GPU).")
     min_actors: int | None = Field(None, ge=1, le=10_000, description="Autoscaling floor of the actor pool (default: the max).")

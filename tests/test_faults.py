@@ -19,7 +19,7 @@ from mining_helpers import PLAN, split_point
 
 pytestmark = pytest.mark.slow
 
-DOCS = 3000
+DOCS = 1600
 
 
 @pytest.fixture(scope="module")

@@ -43,3 +43,18 @@ def test_config_merge_and_validation():
         merge(RunConfig(), {"train.epochs": 0})
     with pytest.raises(ValidationError):
         RunConfig.model_validate({"unknown_setting": 1})
+
+
+def test_call_size_gives_every_actor_several_calls():
+    from falconer_ray.mine import CALLS_PER_ACTOR, MIN_DOCS_PER_CALL, call_size
+
+    cfg = RunConfig()
+    default = cfg.mine.docs_per_call()
+    assert call_size(cfg, 1_000_000, 2) == default  # a big corpus keeps the hardware default
+    small = call_size(cfg, 1000, 2)
+    assert small < default and -(-1000 // small) >= CALLS_PER_ACTOR * 2
+    assert call_size(cfg, 10, 8) == MIN_DOCS_PER_CALL  # never calls of a handful of documents
+    assert call_size(cfg, 0, 2) == default  # unknown size: the default
+    assert call_size(merge(cfg, {"mine.batch_size": 700}), 1000, 2) == 700  # set by the user: kept
+    gpu = merge(cfg, {"mine.gpus_per_actor": 1})
+    assert call_size(gpu, 10_000_000, 4) == gpu.mine.docs_per_call() > default

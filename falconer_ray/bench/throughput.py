@@ -123,6 +123,7 @@ def fresh_proxy(cfg: RunConfig, folder: Path) -> Path:
 def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int], cfg: RunConfig,
                    proxy_dir: str | None = None, bare_seconds: float = 30.0) -> dict:
     from falconer_ray.bench.corpus import bench_texts, write_corpus
+    from falconer_ray.mine import call_size
     from falconer_ray.ray_env import init_ray
 
     texts = bench_texts(docs, source)
@@ -155,7 +156,7 @@ def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int],
     out = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "docs": docs, "source": source, "teacher_docs": teacher["docs"], "teacher_model": teacher["model"],
-        "proxy_base": cfg.proxy.base, "actors": top, "docs_per_call": cfg.mine.docs_per_call(),
+        "proxy_base": cfg.proxy.base, "actors": top, "docs_per_call": call_size(cfg, docs, top),
         "forward_batch": cfg.mine.windows_per_forward(),
         **both, **{name: dict(r) for name, r in result.items()},
         "actor_scaling": {str(n): r for n, r in scaling.items()},
