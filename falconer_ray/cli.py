@@ -292,6 +292,7 @@ def pretrain(
     instances: Annotated[int, typer.Option(min=2, max=10_000_000, help="Self-supervised instances to build and train on.")] = 4000,
     docs: Annotated[int, typer.Option(min=2, help="Read the first N documents of the corpus.")] = 20_000,
     epochs: Annotated[int, typer.Option(min=1, max=100, help="Training epochs over the instances.")] = 1,
+    passage_chars: Annotated[int, typer.Option(min=100, max=100_000, help="Longest piece of a document one instance reads; short pieces train faster.")] = 700,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers.")] = None,
     gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="One GPU per Ray Train worker.")] = None,
     proxy_base: Annotated[Optional[str], typer.Option(help="Start from: minilm, an encoder (path or hub id), or a saved proxy folder.")] = None,
@@ -319,7 +320,7 @@ def pretrain(
     texts, skipped = read_texts(corpus, cfg, limit=docs)
     note(f"[bold]pretraining[/] {cfg.proxy.base} on {instances} instances from {len(texts)} documents"
          + (f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""))
-    metrics = run_pretrain(texts, cfg, out, instances=instances)
+    metrics = run_pretrain(texts, cfg, out, instances=instances, max_chars=passage_chars)
     print(json.dumps(metrics, indent=2))
 
 

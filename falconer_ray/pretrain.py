@@ -318,7 +318,8 @@ def check_out(out: Path) -> None:
                          "choose a new directory so nothing there is overwritten")
 
 
-def pretrain(texts: list[str], cfg: RunConfig, out: str | Path, instances: int = 4000) -> dict:
+def pretrain(texts: list[str], cfg: RunConfig, out: str | Path, instances: int = 4000,
+             max_chars: int = PASSAGE_CHARS) -> dict:
     """Build `instances` from `texts`, fine-tune cfg.proxy.base on them with Ray Train
     (cfg.train: epochs, workers, GPUs), and save the proxy to `out` with pretrain.json."""
     from transformers import AutoTokenizer
@@ -330,14 +331,14 @@ def pretrain(texts: list[str], cfg: RunConfig, out: str | Path, instances: int =
 
     out = Path(out).resolve()
     check_out(out)
-    built = build_instances(texts, instances, seed=cfg.seed)
+    built = build_instances(texts, instances, seed=cfg.seed, max_chars=max_chars)
     tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.proxy.base))
     examples = to_examples(built, tokenizer, cfg.proxy.max_length, cfg.proxy.stride)
     init_ray()
     trained = fit(examples, cfg, out, out.with_name(out.name + ".train"), description="pretraining")
     labels = [i.label for i in built if i.kind == "label"]
     metrics = {
-        **trained, "instances": len(built), "docs": len(texts), "seed": cfg.seed, "base": cfg.proxy.base,
+        **trained, "instances": len(built), "docs": len(texts), "passage_chars": max_chars, "seed": cfg.seed, "base": cfg.proxy.base,
         "lr": cfg.train.lr, "batch_size": cfg.train.batch_size,
         "tasks": dict(sorted(Counter(i.task for i in built).items())),
         "label_yes": sum(labels), "label_no": len(labels) - sum(labels),

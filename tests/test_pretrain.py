@@ -161,10 +161,11 @@ def test_pretrain_cli_writes_a_proxy_that_fine_tuning_starts_from(ray_local, tmp
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_texts(36)))
     out = tmp_path / "pretrained"
     result = CliRunner().invoke(app, ["pretrain", str(corpus), "--out", str(out), "--instances", "48",
-                                      "--epochs", "1", "--workers", "1", "--seed", "5"])
+                                      "--epochs", "1", "--workers", "1", "--seed", "5", "--passage-chars", "150"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "pretrain.json").read_text())
     assert metrics["instances"] == 48 and metrics["docs"] == 36 and metrics["epochs"] == 1
+    assert metrics["passage_chars"] == 150 and metrics["seed"] == 5
     assert metrics["examples"] >= 48 and metrics["final_loss"] > 0
     assert metrics["label_yes"] + metrics["label_no"] > 0 and abs(metrics["label_yes"] - metrics["label_no"]) <= 1
     assert not (tmp_path / "pretrained.train").exists() and not (tmp_path / "pretrained.tmp").exists()
@@ -178,3 +179,11 @@ def test_pretrain_cli_writes_a_proxy_that_fine_tuning_starts_from(ray_local, tmp
     assert 0.0 <= float(scores[0]) <= 1.0
     found = proxy.extract(["Anna Berg walked to the harbour."], "Extract the capitalised names.", threshold=0.0)
     assert all("Anna Berg walked to the harbour."[s.start:s.end] == s.text for s in found[0])
+
+
+def test_passages_are_cut_at_spaces_to_the_asked_length():
+    texts = corpus_texts(10)
+    instances = build_instances(texts, 60, seed=2, max_chars=120)
+    assert all(len(i.text) <= 120 for i in instances)
+    assert all(any(i.text in t for t in texts) for i in instances)  # a piece of one document, never a mix
+    assert any(len(i.text) < len(t) for i in instances for t in texts if i.text in t)
