@@ -284,6 +284,46 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
     _show(finish(run_path), run_path)
 
 
+@app.command()
+@_friendly
+def pretrain(
+    corpus: Annotated[Path, typer.Argument(help="Raw text: a file or a directory of JSONL, Parquet, CSV or .txt files (optionally .gz). No labels are read.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pretrained proxy (new, empty, or a proxy folder to replace).")],
+    instances: Annotated[int, typer.Option(min=2, max=10_000_000, help="Self-supervised instances to build and train on.")] = 4000,
+    docs: Annotated[int, typer.Option(min=2, help="Read the first N documents of the corpus.")] = 20_000,
+    epochs: Annotated[int, typer.Option(min=1, max=100, help="Training epochs over the instances.")] = 1,
+    passage_chars: Annotated[int, typer.Option(min=100, max=100_000, help="Longest piece of a document one instance reads; short pieces train faster.")] = 700,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers.")] = None,
+    gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="One GPU per Ray Train worker.")] = None,
+    proxy_base: Annotated[Optional[str], typer.Option(help="Start from: minilm, an encoder (path or hub id), or a saved proxy folder.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Picks the instances and the training order.")] = None,
+    text_field: Annotated[Optional[str], typer.Option(help="Field holding the document text.")] = None,
+    config: ConfigFile = None,
+):
+    """Pretrain the proxy on raw text with self-supervised extraction instances (what comes
+    after a phrase, names, numbers, quotes; does the text mention X) as a Ray Train job; the
+    folder it writes is a metamodel that `--proxy-base` fine-tunes further.
+
+    Example: falconer pretrain reviews/ --out models/pretrained --instances 4000 --epochs 1
+    """
+    from falconer_ray.pretrain import check_out, pretrain as run_pretrain, read_texts
+    from falconer_ray.progress import note
+
+    out = out.resolve()
+    check_out(out)  # before reading anything
+    if proxy_base and Path(proxy_base).expanduser().exists():
+        proxy_base = str(Path(proxy_base).expanduser().resolve())  # Ray Train workers may not share our cwd
+    elif proxy_base and proxy_base.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"--proxy-base {proxy_base} does not exist")
+    cfg = _config(config, seed=seed, text_field=text_field, **{
+        "proxy.base": proxy_base, "train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
+    texts, skipped = read_texts(corpus, cfg, limit=docs)
+    note(f"[bold]pretraining[/] {cfg.proxy.base} on {instances} instances from {len(texts)} documents"
+         + (f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""))
+    metrics = run_pretrain(texts, cfg, out, instances=instances, max_chars=passage_chars)
+    print(json.dumps(metrics, indent=2))
+
+
 @app.command("quote")
 @_friendly
 def quote_cmd(

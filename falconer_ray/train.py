@@ -4,6 +4,7 @@ One metamodel learns every plan step at once: each (step instruction, document)
 pair is an example, a label example trains the label head, a span example trains
 the BIO tag head. The examples are tokenized once on the driver, shared with the
 workers through the object store, and sharded by Ray Train's distributed sampler.
+`fit` trains on any prebuilt examples (self-supervised pretraining uses it too).
 """
 
 from __future__ import annotations
@@ -105,19 +106,19 @@ class EpochsReported:
         self.queue.shutdown()
 
 
-def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> dict:
-    """Fit the proxy on the train split of `rows`; writes the checkpoint to run/proxy."""
+def fit(examples: list[dict], cfg: RunConfig, out: Path, storage: Path, pos_weight: float | None = None,
+        description: str = "proxy training") -> dict:
+    """Fine-tune cfg.proxy.base on prebuilt examples with Ray Train; the proxy lands in
+    `out`, replaced only once training has succeeded. `storage` holds Ray Train's files
+    meanwhile (on a cluster: a path every node mounts) and is removed afterwards."""
     import ray
     from ray.train import RunConfig as RayRunConfig
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
-    from transformers import AutoTokenizer
 
-    train_rows = [r for r in rows if r["split"] == "train"]
-    if len(train_rows) < 4:
-        raise ValueError(f"only {len(train_rows)} annotated training documents; annotate more (--n-annotate)")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.proxy.base))
-    examples, pos_weight = build_examples(plan, train_rows, tokenizer, cfg)
+    if not examples:
+        raise ValueError("no training examples")
+    out, storage = Path(out), Path(storage)
     started = time.monotonic()
     epochs = EpochsReported()
     trainer = TorchTrainer(
@@ -128,25 +129,40 @@ def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> di
             "epochs": cfg.train.epochs, "pos_weight": pos_weight, "seed": cfg.seed,
         },
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu),
-        run_config=RayRunConfig(name="proxy", storage_path=str(run.path / "ray_train"), callbacks=[epochs.callback()]),
+        run_config=RayRunConfig(name="proxy", storage_path=str(storage), callbacks=[epochs.callback()]),
     )
     try:
-        with watch("proxy training", cfg.train.epochs, epochs, unit="epochs"):
+        with watch(description, cfg.train.epochs, epochs, unit="epochs"):
             result = trainer.fit()
     finally:
         epochs.close()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
-    staging = run.proxy.with_name("proxy.tmp")
+    staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     result.checkpoint.to_directory(str(staging))
-    shutil.rmtree(run.proxy, ignore_errors=True)
-    staging.rename(run.proxy)
-    shutil.rmtree(run.path / "ray_train", ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    shutil.rmtree(storage, ignore_errors=True)
+    return {"examples": len(examples), "pos_weight": pos_weight, "final_loss": result.metrics.get("loss"),
+            "epochs": cfg.train.epochs, "workers": cfg.train.num_workers,
+            "wall_s": round(time.monotonic() - started, 3)}
+
+
+def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> dict:
+    """Fit the proxy on the train split of `rows`; writes the checkpoint to run/proxy."""
+    from transformers import AutoTokenizer
+
+    train_rows = [r for r in rows if r["split"] == "train"]
+    if len(train_rows) < 4:
+        raise ValueError(f"only {len(train_rows)} annotated training documents; annotate more (--n-annotate)")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.proxy.base))
+    examples, pos_weight = build_examples(plan, train_rows, tokenizer, cfg)
+    trained = fit(examples, cfg, run.proxy, run.path / "ray_train", pos_weight)
     metrics = {
         "examples": len(examples), "train_docs": len(train_rows), "pos_weight": pos_weight,
-        "final_loss": result.metrics.get("loss"), "epochs": cfg.train.epochs,
-        "workers": cfg.train.num_workers, "wall_s": round(time.monotonic() - started, 3),
+        "final_loss": trained["final_loss"], "epochs": cfg.train.epochs,
+        "workers": cfg.train.num_workers, "wall_s": trained["wall_s"],
     }
     write_json(run.train_metrics, metrics)
     return metrics
