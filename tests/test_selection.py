@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from falconer_ray.cli import app
-from falconer_ray.evaluate import pool_split, split
+from falconer_ray.evaluate import load_task, pool_split, split
 from falconer_ray.selection import first_round, least_confident
 
 
@@ -90,4 +90,11 @@ def test_sequence_scores_both_tasks_before_and_after(ray_local, tmp_path, cache_
     assert r["first_degradation"] == pytest.approx(100 * (r["first_fresh"] - r["first_after_second"]), abs=0.02)
     assert r["second_transfer"] == pytest.approx(100 * (r["second_after_first"] - r["second_fresh"]), abs=0.02)
     assert r["teacher_calls"] == 0 and set(r["final_loss"]) == {"first", "sequence", "second"}
+    assert set(r["answers_given"]) == {"first_fresh", "second_after_first", "first_after_second", "second_fresh"}
+    rt, wnut = load_task("rotten-tomatoes"), load_task("wnut16")
+    rt_test, wnut_test = split(len(rt.docs), 4, 8, 0)[1], split(len(wnut.docs), 4, 8, 0)[1]
+    assert r["gold_answers"] == {"first": sum(rt.docs[i]["gold"] for i in rt_test),
+                                 "second": sum(len(wnut.docs[i]["gold"]) for i in wnut_test)}
+    assert all(0 <= r["answers_given"][k] <= 8 for k in ("first_fresh", "first_after_second"))
     assert all(r["seconds"][f"train_{k}"] > 0 for k in ("first", "sequence", "second"))
+

@@ -17,9 +17,14 @@ from falconer_ray.evaluate import Answers, Task, compare, fit, load_task, proxy_
 from falconer_ray.progress import console
 
 
-def _score(task: Task, test_idx: list[int], proxy_dir: Path, cfg: RunConfig) -> float:
+def _count(kind: str, answers: list) -> int:
+    """Yes answers for labels, spans for spans: a score of 0 reads differently when the proxy said nothing."""
+    return sum(bool(a) for a in answers) if kind == "label" else sum(len(a) for a in answers)
+
+
+def _score(task: Task, test_idx: list[int], proxy_dir: Path, cfg: RunConfig) -> tuple[float, int]:
     predicted, _ = proxy_answers(task, proxy_dir, [task.docs[i]["text"] for i in test_idx], cfg)
-    return compare(task.kind, predicted, [task.docs[i]["gold"] for i in test_idx])
+    return compare(task.kind, predicted, [task.docs[i]["gold"] for i in test_idx]), _count(task.kind, predicted)
 
 
 def run_sequence(first: str, second: str, cfg: RunConfig, *, entity: str = "person", train_source: str = "gold",
@@ -77,11 +82,15 @@ def run_sequence(first: str, second: str, cfg: RunConfig, *, entity: str = "pers
         "second": {"dataset": b.name, "task": b.kind, "metric": metric(b), "instruction": b.instruction},
         "train_source": train_source, "n_train": n_train, "n_test": n_test, "seed": cfg.seed,
         "epochs": cfg.train.epochs, "proxy_base": cfg.proxy.base,
-        **{k: round(v, 4) for k, v in scores.items()},
+        **{k: round(v[0], 4) for k, v in scores.items()},
         # Points (x100) of the first task's score lost by learning the second; negative: it gained.
-        "first_degradation": round(100 * (scores["first_fresh"] - scores["first_after_second"]), 2),
+        "first_degradation": round(100 * (scores["first_fresh"][0] - scores["first_after_second"][0]), 2),
         # Points the second task gains from starting at the first task's proxy.
-        "second_transfer": round(100 * (scores["second_after_first"] - scores["second_fresh"]), 2),
+        "second_transfer": round(100 * (scores["second_after_first"][0] - scores["second_fresh"][0]), 2),
+        # Yes answers (labels) or spans (spans) the proxy gave on each test slice, and gold's.
+        "answers_given": {k: v[1] for k, v in scores.items()},
+        "gold_answers": {"first": _count(a.kind, [a.docs[i]["gold"] for i in a_test]),
+                         "second": _count(b.kind, [b.docs[i]["gold"] for i in b_test])},
         "teacher_calls": sum(s.calls for s in sources), "teacher_docs": sum(s.docs for s in sources),
         "seconds": seconds,
         "final_loss": {k: v["final_loss"] for k, v in trained.items()},
