@@ -156,3 +156,36 @@ def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
     assert re.search(r"teacher over all 100 documents.*?<td class=\"num\">400 s<", html, re.S)
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "falconer plan" in missing.output
+
+
+def test_findings_name_the_runs_that_mislead():
+    from falconer_ray.report_findings import findings, wilson
+    from falconer_ray.report_html import agreement_rows, quote_comparison
+
+    lo, hi = wilson(3, 4)
+    assert 0.25 < lo < 0.35 and 0.9 < hi < 0.97 and wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    plan = Plan.model_validate({"instruction": "x", "steps": [
+        {"id": "positive", "op": "get_label", "instruction": "Positive?"},
+        {"id": "people", "op": "get_span", "instruction": "People?"}], "keep": "positive"})
+    # a run that kept nothing, whose proxy always says no, judged on 4 documents without a teacher span
+    agreement = agreement_rows(plan, {"label": 0.75, "span_f1": 1.0, "heldout_docs": 4, "steps": {
+        "positive": {"accuracy": 0.75, "confusion": {"tp": 0, "fp": 0, "fn": 1, "tn": 3}}, "people": {"f1": 1.0}}},
+        {"spans": {"people": 0}})
+    bad = findings({"docs_in": 300, "docs_kept": 0, "docs_error": 0, "invariant_ok": True}, agreement,
+                   {"spans": {"people": 0}}, 0.5, has_filter=True)
+    text = " ".join(f["text"] for f in bad)
+    assert [f["level"] for f in bad][:2] == ["bad", "bad"] and "No document was kept" in text
+    assert "said no on every held-out document" in text and "30% to 95%" in text and "says nothing" in text
+    # a sound run gets one OK line with its interval
+    agreement = agreement_rows(plan, {"label": 0.95, "heldout_docs": 60, "steps": {
+        "positive": {"accuracy": 0.95, "confusion": {"tp": 27, "fp": 2, "fn": 1, "tn": 30}}}}, {"spans": {"people": 9}})
+    good = findings({"docs_in": 300, "docs_kept": 140, "docs_error": 0, "invariant_ok": True}, agreement,
+                    {"spans": {"people": 9}}, 0.5, has_filter=True)
+    assert [f["level"] for f in good] == ["ok"] and "57 of 60" in good[0]["text"]
+    # quote vs actual: cached annotations are left out of the verdict
+    rows = [{"what": "teacher calls", "quoted": 40, "actual": 0}, {"what": "annotation seconds", "quoted": 380, "actual": 0},
+            {"what": "training seconds", "quoted": 600, "actual": 150}, {"what": "mining seconds", "quoted": 600, "actual": 450},
+            {"what": "total seconds (annotate + train + mine)", "quoted": 1580, "actual": 600, "actual_over_quoted": 0.38}]
+    got = quote_comparison({"quote_vs_actual": {"rows": rows}}, {"falconer": {"total_usd": 0.05}}, {"falconer": 0.02})
+    assert got["verdict"] == "Training and mining took 10.0 min against 20.0 min quoted: the quote over-estimated by 2.0x."
+    assert got["rows"][-1] == {"what": "dollars", "quoted": 0.05, "actual": 0.02, "dollars": True, "actual_over_quoted": 0.4}
