@@ -169,6 +169,7 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
         out["svgs"].append(Markup(stacked_time({"all-teacher (estimated)": {"annotate (teacher)": out["all_teacher_s"]},
                                                 "falconer (measured)": stages},
                                                f"time for {docs:,} documents (shorter is better)")))
+    out["takeaway"] = time_takeaway(stages, out.get("all_teacher_s"), t_rate, docs, teacher.get("annotated_docs"))
     out["usd"] = dollars(cfg, stages, out.get("all_teacher_s"), annotation_stats, teacher.get("annotated_docs"), docs)
     if out["usd"].get("all_teacher") is not None:
         out["svgs"].append(Markup(bars(["all-teacher (estimated)", "falconer (this run)"],
@@ -176,6 +177,31 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
                                        "cost at the configured prices", "$", colors=["#c0504d", "#4f81bd"],
                                        xlabel="dollars")))
     return out
+
+
+def time_takeaway(stages: dict, all_teacher_s: float | None, t_rate: float | None, docs: int,
+                  annotated: int | None = None) -> str | None:
+    """One sentence: faster or slower than the teacher alone, and from which corpus size
+    the fixed cost of annotating and training pays off (the proxy's per-document time
+    against the teacher's). Cached annotations cost this run nothing but would cost a
+    fresh one: they are counted at the teacher's speed for the break-even."""
+    if not all_teacher_s or not t_rate or not docs:
+        return None
+    ours = sum(stages.values())
+    annotate, cached = stages["annotate (teacher)"], ""
+    if not annotate and annotated:
+        annotate = annotated / t_rate
+        cached = f" (annotation counted at the teacher's speed, {_minutes(annotate)}: this run's came from the cache)"
+    fixed = annotate + stages["train proxy"]
+    per_doc_gain = 1 / t_rate - stages["mine (proxy)"] / docs
+    head = (f"This run took {_minutes(ours)}; the teacher alone would take about {_minutes(all_teacher_s)} "
+            f"on these {docs:,} documents")
+    if per_doc_gain <= 0:
+        return head + ": the proxy is not faster per document than the teacher here, so it never pays off on this machine."
+    even = math.ceil(fixed / per_doc_gain)
+    verdict = f" ({all_teacher_s / ours:.1f}x faster)" if ours < all_teacher_s else " (slower: the corpus is too small)"
+    return (head + verdict + f". Annotating and training cost a fixed {_minutes(fixed)}{cached}; after that each "
+            f"document saves {per_doc_gain:.2g} s, so falconer wins from about {even:,} documents on.")
 
 
 def dollars(cfg, stages: dict, all_teacher_s: float | None, annotation_stats: dict, annotated: int | None,

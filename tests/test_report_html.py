@@ -189,3 +189,16 @@ def test_findings_name_the_runs_that_mislead():
     got = quote_comparison({"quote_vs_actual": {"rows": rows}}, {"falconer": {"total_usd": 0.05}}, {"falconer": 0.02})
     assert got["verdict"] == "Training and mining took 10.0 min against 20.0 min quoted: the quote over-estimated by 2.0x."
     assert got["rows"][-1] == {"what": "dollars", "quoted": 0.05, "actual": 0.02, "dollars": True, "actual_over_quoted": 0.4}
+
+
+def test_speed_takeaway_gives_the_break_even_corpus_size():
+    from falconer_ray.report_html import time_takeaway
+
+    stages = {"annotate (teacher)": 100.0, "train proxy": 200.0, "mine (proxy)": 50.0}
+    got = time_takeaway(stages, 2000.0, 0.5, 1000)
+    assert "(5.7x faster)" in got and "saves 1.9 s" in got and "from about 154 documents on" in got
+    # cached annotations: counted at the teacher's speed (40 docs / 0.5 docs/s = 80 s) for the break-even
+    cached = time_takeaway({**stages, "annotate (teacher)": 0.0}, 2000.0, 0.5, 1000, annotated=40)
+    assert "this run's came from the cache" in cached and "from about 144 documents on" in cached
+    slow = time_takeaway(stages, 100.0, 0.5, 50)
+    assert "slower: the corpus is too small" in slow
