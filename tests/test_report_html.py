@@ -202,3 +202,15 @@ def test_speed_takeaway_gives_the_break_even_corpus_size():
     assert "this run's came from the cache" in cached and "from about 144 documents on" in cached
     slow = time_takeaway(stages, 100.0, 0.5, 50)
     assert "slower: the corpus is too small" in slow
+
+
+def test_report_html_explains_the_cascade(tmp_path):
+    run = make_run(tmp_path, n=100)
+    report = json.loads(run.report.read_text())
+    report["cascade"] = {"target_agreement": 0.9, "delta": 0.05, "threshold": 0.83, "heldout_docs": 120,
+                         "heldout_agreement": 0.93, "heldout_to_teacher": 30, "proxy_only_agreement": 0.81,
+                         "docs_to_teacher": 25, "fraction_to_teacher": 0.25}
+    html = write_report_html(run, report).read_text()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html))
+    assert "below 0.83 went to the teacher: 25 of 100 (25.0%)" in text
+    assert "at least 0.9 of documents, with probability at least 0.95; there they agreed on 0.930 (the proxy alone: 0.810)" in text
