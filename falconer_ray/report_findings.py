@@ -80,6 +80,10 @@ def findings(report: dict, agreement: dict, held: dict, threshold: float, has_fi
             out.append({"level": "bad", "text": f"Step {sid}: the proxy said no on every held-out document, the "
                         f"teacher said yes on {teacher_yes}. The proxy has not learned this question: annotate "
                         "more documents (--n-annotate) or train more epochs (--epochs)."})
+        elif cells["tn"] + cells["fn"] == 0 and cells["fp"]:
+            out.append({"level": "bad", "text": f"Step {sid}: the proxy said yes on every held-out document, the "
+                        f"teacher said no on {cells['fp']}. The proxy has not learned this question: annotate "
+                        "more documents (--n-annotate) or train more epochs (--epochs)."})
         elif agree / total < LOW_AGREEMENT:
             out.append({"level": "warn", "text": f"Step {sid}: the proxy gives the teacher's answer on only "
                         f"{agree} of {total} held-out documents ({agree / total:.0%}). Annotate more, train longer, "

@@ -214,3 +214,16 @@ def test_report_html_explains_the_cascade(tmp_path):
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html))
     assert "below 0.83 went to the teacher: 25 of 100 (25.0%)" in text
     assert "at least 0.9 of documents, with probability at least 0.95; there they agreed on 0.930 (the proxy alone: 0.810)" in text
+
+
+def test_findings_flag_a_proxy_that_always_says_yes():
+    from falconer_ray.report_findings import findings
+    from falconer_ray.report_html import agreement_rows
+
+    plan = Plan.model_validate({"instruction": "x", "steps": [
+        {"id": "positive", "op": "get_label", "instruction": "Positive?"}], "keep": "positive"})
+    agreement = agreement_rows(plan, {"label": 0.6, "heldout_docs": 40, "steps": {
+        "positive": {"accuracy": 0.6, "confusion": {"tp": 24, "fp": 16, "fn": 0, "tn": 0}}}})
+    got = findings({"docs_in": 300, "docs_kept": 300, "docs_error": 0, "invariant_ok": True}, agreement, {}, 0.5, True)
+    assert [f["level"] for f in got] == ["warn", "bad"]
+    assert "filter dropped nothing" in got[0]["text"] and "said yes on every held-out document" in got[1]["text"]
