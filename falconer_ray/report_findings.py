@@ -15,6 +15,7 @@ from falconer_ray.rundir import RunDir
 
 FEW_HELDOUT = 30  # below this, one disagreement moves agreement by more than 3 points
 LOW_AGREEMENT = 0.8
+LOW_SPAN_F1 = 0.5
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -93,13 +94,22 @@ def findings(report: dict, agreement: dict, held: dict, threshold: float, has_fi
                         f"held-out documents; the true rate could be anywhere from {lo:.0%} to {hi:.0%} (95% "
                         f"interval). Hold out more: 20% of --n-annotate is held out, so {FEW_HELDOUT * 5} "
                         f"annotations give {FEW_HELDOUT}."})
+    f1s = {s["step"].id: s.get("f1") for s in agreement.get("spans", [])}
     for sid, found in (held.get("spans") or {}).items():
         if n and found == 0:
             out.append({"level": "warn", "text": f"Step {sid}: the teacher found no span on the held-out documents, "
                         "so its span F1 (1.0 when neither side finds anything) says nothing about extraction."})
+        elif n and found and f1s.get(sid) is not None and f1s[sid] < LOW_SPAN_F1:
+            level = "bad" if f1s[sid] == 0 else "warn"
+            out.append({"level": level, "text": f"Step {sid}: span F1 {f1s[sid]:g} against the teacher's {found} "
+                        f"span{'' if found == 1 else 's'} on held-out documents: the proxy "
+                        f"{'found none of them' if f1s[sid] == 0 else 'misses or cuts most of them'}, so its "
+                        f"span_{sid} column is not reliable yet. Annotate more documents with spans (--n-annotate), "
+                        "train longer (--epochs), or make the step's question more precise."})
     if report.get("docs_error"):
         out.append({"level": "warn", "text": f"{report['docs_error']:,} documents could not be processed: see "
                     "Error reasons under Documents, and errors/ for each one."})
+    out.sort(key=lambda f: ("bad", "warn", "ok").index(f["level"]))  # stable: worst first, then in page order
     if not out:
         total = sum(a["n"] for a in agreement.get("labels", []) if a.get("cells"))
         agree = sum(a["cells"]["tp"] + a["cells"]["tn"] for a in agreement.get("labels", []) if a.get("cells"))

@@ -189,6 +189,13 @@ def test_findings_name_the_runs_that_mislead():
     got = quote_comparison({"quote_vs_actual": {"rows": rows}}, {"falconer": {"total_usd": 0.05}}, {"falconer": 0.02})
     assert got["verdict"] == "Training and mining took 10.0 min against 20.0 min quoted: the quote over-estimated by 2.0x."
     assert got["rows"][-1] == {"what": "dollars", "quoted": 0.05, "actual": 0.02, "dollars": True, "actual_over_quoted": 0.4}
+    # spans the proxy never matches are flagged, with how many teacher spans that rests on
+    agreement = agreement_rows(plan, {"label": 1.0, "span_f1": 0.0, "heldout_docs": 60, "steps": {
+        "positive": {"accuracy": 1.0, "confusion": {"tp": 30, "fp": 0, "fn": 0, "tn": 30}}, "people": {"f1": 0.0}}},
+        {"spans": {"people": 5}})
+    spans = findings({"docs_in": 300, "docs_kept": 140, "docs_error": 0, "invariant_ok": True}, agreement,
+                     {"spans": {"people": 5}}, 0.5, has_filter=True)
+    assert [f["level"] for f in spans] == ["bad"] and "the teacher's 5 spans" in spans[0]["text"]
 
 
 def test_speed_takeaway_gives_the_break_even_corpus_size():
@@ -225,5 +232,5 @@ def test_findings_flag_a_proxy_that_always_says_yes():
     agreement = agreement_rows(plan, {"label": 0.6, "heldout_docs": 40, "steps": {
         "positive": {"accuracy": 0.6, "confusion": {"tp": 24, "fp": 16, "fn": 0, "tn": 0}}}})
     got = findings({"docs_in": 300, "docs_kept": 300, "docs_error": 0, "invariant_ok": True}, agreement, {}, 0.5, True)
-    assert [f["level"] for f in got] == ["warn", "bad"]
-    assert "filter dropped nothing" in got[0]["text"] and "said yes on every held-out document" in got[1]["text"]
+    assert [f["level"] for f in got] == ["bad", "warn"]  # worst first
+    assert "said yes on every held-out document" in got[0]["text"] and "filter dropped nothing" in got[1]["text"]
