@@ -43,8 +43,9 @@ def histogram(scores, threshold: float, title: str, bins: int = 20) -> str:
 
 
 def bars(labels: list[str], values: list[float], title: str, unit: str, log: bool = False,
-         colors: list[str] | None = None) -> str:
-    """Horizontal bars with their value printed at the end of each."""
+         colors: list[str] | None = None, xlabel: str | None = None) -> str:
+    """Horizontal bars with their value printed at the end of each; the x axis is named
+    (`xlabel`, else the unit) so a chart read on its own still says what it counts."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.2, 0.5 + 0.45 * len(labels)))
         y = list(range(len(labels)))[::-1]
@@ -56,6 +57,7 @@ def bars(labels: list[str], values: list[float], title: str, unit: str, log: boo
         ax.set_xlim(right=top * (8 if log else 1.3))
         for yi, v in zip(y, values):
             ax.text(v, yi, f" {_fmt(v)} {unit}", va="center")
+        ax.set_xlabel((xlabel or unit) + (" (log scale)" if log else ""))
         ax.set_title(title)
         return _svg(fig)
 

@@ -302,8 +302,13 @@ def compare(quote: dict, report: dict) -> dict:
     quoted = {"docs": quote.get("corpus", {}).get("docs"), "teacher_calls": fal.get("teacher_calls"),
               "annotate_s": fal.get("seconds", {}).get("annotate"), "train_s": fal.get("seconds", {}).get("train"),
               "mine_s": fal.get("seconds", {}).get("mine")}
+    stages = ("annotate_s", "train_s", "mine_s")
+    for side in (actual, quoted):
+        parts = [side[k] for k in stages if isinstance(side[k], (int, float))]
+        side["total_s"] = sum(parts) if parts else None
     names = {"docs": "documents", "teacher_calls": "teacher calls", "annotate_s": "annotation seconds",
-             "train_s": "training seconds", "mine_s": "mining seconds"}
+             "train_s": "training seconds", "mine_s": "mining seconds",
+             "total_s": "total seconds (annotate + train + mine)"}
     rows = []
     for key, what in names.items():
         q, a = quoted[key], actual[key]

@@ -19,6 +19,7 @@ import pyarrow.dataset as pads
 from markupsafe import Markup, escape
 
 from falconer_ray.plan import Plan, condition_text
+from falconer_ray.report_findings import findings, heldout_teacher_counts, wilson
 from falconer_ray.rundir import RunDir, read_json
 
 SCORE_SAMPLE = 50_000  # label scores read per run for the histograms
@@ -47,6 +48,10 @@ def context(run: RunDir, report: dict) -> dict:
 
     plan = Plan.load(run.plan)
     cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
+    quote = read_json(run.path / "quote.json")
+    speed_figures = speed(report, cfg, read_json(run.annotation_stats), quote)
+    held = heldout_teacher_counts(run, [s.id for s in plan.label_steps], [s.id for s in plan.span_steps])
+    agreement = agreement_rows(plan, report.get("agreement") or {}, held)
     return {
         "run": run.path,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -55,12 +60,14 @@ def context(run: RunDir, report: dict) -> dict:
         "keep_text": condition_text(plan.keep),
         "counts": counts(report),
         "errors": error_reasons(run, report.get("docs_error") or 0),
-        "agreement": agreement_rows(plan, report.get("agreement") or {}),
+        "agreement": agreement,
         "histograms": histograms(run, plan, report, cfg.mine.label_threshold),
-        "speed": speed(report, cfg, read_json(run.annotation_stats), read_json(run.path / "quote.json")),
+        "speed": speed_figures,
         "documents": annotated_documents(run, plan),
         "results": result_rows(run, plan),
-        "quote": quote_comparison(run, report),
+        "quote": quote_comparison(report, quote, speed_figures.get("usd") or {}),
+        "findings": findings(report, agreement, held, cfg.mine.label_threshold, plan.keep is not None),
+        "threshold": cfg.mine.label_threshold,
         "files": files(run),
     }
 
@@ -83,16 +90,19 @@ def error_reasons(run: RunDir, n_errors: int) -> list[tuple[str, int]]:
     return reasons.most_common(20)
 
 
-def agreement_rows(plan: Plan, agreement: dict) -> dict:
+def agreement_rows(plan: Plan, agreement: dict, held: dict | None = None) -> dict:
+    """Per step agreement with its 95% interval, and the teacher spans it was scored on."""
     steps = agreement.get("steps") or {}
     labels, spans = [], []
     for step in plan.label_steps:
         got = steps.get(step.id) or {}
         cells = got.get("confusion")
-        labels.append({"step": step, "accuracy": got.get("accuracy"), "cells": cells,
-                       "n": sum(cells.values()) if cells else 0})
+        n = sum(cells.values()) if cells else 0
+        labels.append({"step": step, "accuracy": got.get("accuracy"), "cells": cells, "n": n,
+                       "interval": wilson(cells["tp"] + cells["tn"], n) if n else None})
     for step in plan.span_steps:
-        spans.append({"step": step, "f1": (steps.get(step.id) or {}).get("f1")})
+        spans.append({"step": step, "f1": (steps.get(step.id) or {}).get("f1"),
+                      "teacher_spans": ((held or {}).get("spans") or {}).get(step.id)})
     return {"label": agreement.get("label"), "span_f1": agreement.get("span_f1"),
             "heldout": agreement.get("heldout_docs"), "labels": labels, "spans": spans}
 
@@ -147,7 +157,8 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
     if t_rate and p_rate:
         out["speedup"] = p_rate / t_rate
         out["svgs"].append(Markup(bars(["teacher (annotation)", "proxy (mining)"], [t_rate, p_rate],
-                                       "throughput", "docs/s", log=True, colors=["#c0504d", "#4f81bd"])))
+                                       "throughput (longer is faster)", "docs/s", log=True,
+                                       colors=["#c0504d", "#4f81bd"], xlabel="documents per second")))
     stages = {"annotate (teacher)": teacher.get("seconds") or 0.0,
               "train proxy": (proxy.get("train") or {}).get("wall_s") or 0.0,
               "mine (proxy)": proxy.get("mine_s") or 0.0}
@@ -157,13 +168,40 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
         out["all_teacher_s"] = docs / t_rate
         out["svgs"].append(Markup(stacked_time({"all-teacher (estimated)": {"annotate (teacher)": out["all_teacher_s"]},
                                                 "falconer (measured)": stages},
-                                               f"time for {docs:,} documents")))
+                                               f"time for {docs:,} documents (shorter is better)")))
+    out["takeaway"] = time_takeaway(stages, out.get("all_teacher_s"), t_rate, docs, teacher.get("annotated_docs"))
     out["usd"] = dollars(cfg, stages, out.get("all_teacher_s"), annotation_stats, teacher.get("annotated_docs"), docs)
     if out["usd"].get("all_teacher") is not None:
         out["svgs"].append(Markup(bars(["all-teacher (estimated)", "falconer (this run)"],
                                        [out["usd"]["all_teacher"], out["usd"]["falconer"]],
-                                       "cost at the configured prices", "$", colors=["#c0504d", "#4f81bd"])))
+                                       "cost at the configured prices", "$", colors=["#c0504d", "#4f81bd"],
+                                       xlabel="dollars")))
     return out
+
+
+def time_takeaway(stages: dict, all_teacher_s: float | None, t_rate: float | None, docs: int,
+                  annotated: int | None = None) -> str | None:
+    """One sentence: faster or slower than the teacher alone, and from which corpus size
+    the fixed cost of annotating and training pays off (the proxy's per-document time
+    against the teacher's). Cached annotations cost this run nothing but would cost a
+    fresh one: they are counted at the teacher's speed for the break-even."""
+    if not all_teacher_s or not t_rate or not docs:
+        return None
+    ours = sum(stages.values())
+    annotate, cached = stages["annotate (teacher)"], ""
+    if not annotate and annotated:
+        annotate = annotated / t_rate
+        cached = f" (annotation counted at the teacher's speed, {_minutes(annotate)}: this run's came from the cache)"
+    fixed = annotate + stages["train proxy"]
+    per_doc_gain = 1 / t_rate - stages["mine (proxy)"] / docs
+    head = (f"This run took {_minutes(ours)}; the teacher alone would take about {_minutes(all_teacher_s)} "
+            f"on these {docs:,} documents")
+    if per_doc_gain <= 0:
+        return head + ": the proxy is not faster per document than the teacher here, so it never pays off on this machine."
+    even = math.ceil(fixed / per_doc_gain)
+    verdict = f" ({all_teacher_s / ours:.1f}x faster)" if ours < all_teacher_s else " (slower: the corpus is too small)"
+    return (head + verdict + f". Annotating and training cost a fixed {_minutes(fixed)}{cached}; after that each "
+            f"document saves {per_doc_gain:.2g} s, so falconer wins from about {even:,} documents on.")
 
 
 def dollars(cfg, stages: dict, all_teacher_s: float | None, annotation_stats: dict, annotated: int | None,
@@ -253,8 +291,41 @@ def result_rows(run: RunDir, plan: Plan, limit: int = 10) -> list[dict]:
     return out
 
 
-def quote_comparison(run: RunDir, report: dict) -> dict | None:
-    return report.get("quote_vs_actual")
+def quote_comparison(report: dict, quote: dict, usd: dict) -> dict | None:
+    """report.json's quote rows, this run's dollars beside the quoted ones (both at the
+    config's `quote:` prices), and one sentence on how good the estimate was."""
+    got = report.get("quote_vs_actual")
+    if not got:
+        return None
+    rows = list(got.get("rows") or [])
+    quoted_usd, actual_usd = (quote.get("falconer") or {}).get("total_usd"), usd.get("falconer")
+    if isinstance(quoted_usd, (int, float)) and isinstance(actual_usd, (int, float)):
+        rows.append({"what": "dollars", "quoted": quoted_usd, "actual": actual_usd, "dollars": True,
+                     "actual_over_quoted": round(actual_usd / quoted_usd, 2) if quoted_usd else None})
+    by_name = {r["what"]: r for r in rows}
+    total = by_name.get("total seconds (annotate + train + mine)")
+    what, verdict = "The run's stages", None
+    if (by_name.get("teacher calls") or {}).get("actual") == 0 and (by_name.get("annotation seconds") or {}).get("quoted"):
+        # Cached annotations cost nothing: judge the estimate on the stages the run paid for.
+        parts = [by_name.get("training seconds") or {}, by_name.get("mining seconds") or {}]
+        if all(isinstance(p.get("quoted"), (int, float)) and isinstance(p.get("actual"), (int, float)) for p in parts):
+            q, a = sum(p["quoted"] for p in parts), sum(p["actual"] for p in parts)
+            total = {"quoted": q, "actual": a, "actual_over_quoted": round(a / q, 2) if q else None}
+            what = "Training and mining"
+    if total and total.get("actual_over_quoted"):
+        ratio = total["actual_over_quoted"]
+        took = f"{what} took {_minutes(total['actual'])} against {_minutes(total['quoted'])} quoted"
+        if 0.67 <= ratio <= 1.5:
+            verdict = f"{took}: the estimate was close (within a factor of 1.5)."
+        elif ratio < 1:
+            verdict = f"{took}: the quote over-estimated by {1 / ratio:.1f}x."
+        else:
+            verdict = f"{took}: the quote under-estimated by {ratio:.1f}x."
+    return {"rows": rows, "note": got.get("note"), "verdict": verdict}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def files(run: RunDir) -> list[dict]:

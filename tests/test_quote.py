@@ -81,6 +81,8 @@ def test_compare_sets_quote_against_the_run():
     rows = {r["what"]: r for r in compare(quote, report)["rows"]}
     assert rows["annotation seconds"]["actual_over_quoted"] == 1.5 and rows["mining seconds"]["actual_over_quoted"] == 0.5
     assert rows["documents"]["quoted"] == rows["documents"]["actual"] == 1000
+    total = rows["total seconds (annotate + train + mine)"]
+    assert (total["quoted"], total["actual"], total["actual_over_quoted"]) == (170, 210.0, 1.24)
     cached = compare(quote, {**report, "teacher": {"calls": 0, "seconds": 0.0}})
     assert "cache" in cached["note"]
 

@@ -156,3 +156,81 @@ def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
     assert re.search(r"teacher over all 100 documents.*?<td class=\"num\">400 s<", html, re.S)
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "falconer plan" in missing.output
+
+
+def test_findings_name_the_runs_that_mislead():
+    from falconer_ray.report_findings import findings, wilson
+    from falconer_ray.report_html import agreement_rows, quote_comparison
+
+    lo, hi = wilson(3, 4)
+    assert 0.25 < lo < 0.35 and 0.9 < hi < 0.97 and wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    plan = Plan.model_validate({"instruction": "x", "steps": [
+        {"id": "positive", "op": "get_label", "instruction": "Positive?"},
+        {"id": "people", "op": "get_span", "instruction": "People?"}], "keep": "positive"})
+    # a run that kept nothing, whose proxy always says no, judged on 4 documents without a teacher span
+    agreement = agreement_rows(plan, {"label": 0.75, "span_f1": 1.0, "heldout_docs": 4, "steps": {
+        "positive": {"accuracy": 0.75, "confusion": {"tp": 0, "fp": 0, "fn": 1, "tn": 3}}, "people": {"f1": 1.0}}},
+        {"spans": {"people": 0}})
+    bad = findings({"docs_in": 300, "docs_kept": 0, "docs_error": 0, "invariant_ok": True}, agreement,
+                   {"spans": {"people": 0}}, 0.5, has_filter=True)
+    text = " ".join(f["text"] for f in bad)
+    assert [f["level"] for f in bad][:2] == ["bad", "bad"] and "No document was kept" in text
+    assert "said no on every held-out document" in text and "30% to 95%" in text and "says nothing" in text
+    # a sound run gets one OK line with its interval
+    agreement = agreement_rows(plan, {"label": 0.95, "heldout_docs": 60, "steps": {
+        "positive": {"accuracy": 0.95, "confusion": {"tp": 27, "fp": 2, "fn": 1, "tn": 30}}}}, {"spans": {"people": 9}})
+    good = findings({"docs_in": 300, "docs_kept": 140, "docs_error": 0, "invariant_ok": True}, agreement,
+                    {"spans": {"people": 9}}, 0.5, has_filter=True)
+    assert [f["level"] for f in good] == ["ok"] and "57 of 60" in good[0]["text"]
+    # quote vs actual: cached annotations are left out of the verdict
+    rows = [{"what": "teacher calls", "quoted": 40, "actual": 0}, {"what": "annotation seconds", "quoted": 380, "actual": 0},
+            {"what": "training seconds", "quoted": 600, "actual": 150}, {"what": "mining seconds", "quoted": 600, "actual": 450},
+            {"what": "total seconds (annotate + train + mine)", "quoted": 1580, "actual": 600, "actual_over_quoted": 0.38}]
+    got = quote_comparison({"quote_vs_actual": {"rows": rows}}, {"falconer": {"total_usd": 0.05}}, {"falconer": 0.02})
+    assert got["verdict"] == "Training and mining took 10.0 min against 20.0 min quoted: the quote over-estimated by 2.0x."
+    assert got["rows"][-1] == {"what": "dollars", "quoted": 0.05, "actual": 0.02, "dollars": True, "actual_over_quoted": 0.4}
+    # spans the proxy never matches are flagged, with how many teacher spans that rests on
+    agreement = agreement_rows(plan, {"label": 1.0, "span_f1": 0.0, "heldout_docs": 60, "steps": {
+        "positive": {"accuracy": 1.0, "confusion": {"tp": 30, "fp": 0, "fn": 0, "tn": 30}}, "people": {"f1": 0.0}}},
+        {"spans": {"people": 5}})
+    spans = findings({"docs_in": 300, "docs_kept": 140, "docs_error": 0, "invariant_ok": True}, agreement,
+                     {"spans": {"people": 5}}, 0.5, has_filter=True)
+    assert [f["level"] for f in spans] == ["bad"] and "the teacher's 5 spans" in spans[0]["text"]
+
+
+def test_speed_takeaway_gives_the_break_even_corpus_size():
+    from falconer_ray.report_html import time_takeaway
+
+    stages = {"annotate (teacher)": 100.0, "train proxy": 200.0, "mine (proxy)": 50.0}
+    got = time_takeaway(stages, 2000.0, 0.5, 1000)
+    assert "(5.7x faster)" in got and "saves 1.9 s" in got and "from about 154 documents on" in got
+    # cached annotations: counted at the teacher's speed (40 docs / 0.5 docs/s = 80 s) for the break-even
+    cached = time_takeaway({**stages, "annotate (teacher)": 0.0}, 2000.0, 0.5, 1000, annotated=40)
+    assert "this run's came from the cache" in cached and "from about 144 documents on" in cached
+    slow = time_takeaway(stages, 100.0, 0.5, 50)
+    assert "slower: the corpus is too small" in slow
+
+
+def test_report_html_explains_the_cascade(tmp_path):
+    run = make_run(tmp_path, n=100)
+    report = json.loads(run.report.read_text())
+    report["cascade"] = {"target_agreement": 0.9, "delta": 0.05, "threshold": 0.83, "heldout_docs": 120,
+                         "heldout_agreement": 0.93, "heldout_to_teacher": 30, "proxy_only_agreement": 0.81,
+                         "docs_to_teacher": 25, "fraction_to_teacher": 0.25}
+    html = write_report_html(run, report).read_text()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html))
+    assert "below 0.83 went to the teacher: 25 of 100 (25.0%)" in text
+    assert "at least 0.9 of documents, with probability at least 0.95; there they agreed on 0.930 (the proxy alone: 0.810)" in text
+
+
+def test_findings_flag_a_proxy_that_always_says_yes():
+    from falconer_ray.report_findings import findings
+    from falconer_ray.report_html import agreement_rows
+
+    plan = Plan.model_validate({"instruction": "x", "steps": [
+        {"id": "positive", "op": "get_label", "instruction": "Positive?"}], "keep": "positive"})
+    agreement = agreement_rows(plan, {"label": 0.6, "heldout_docs": 40, "steps": {
+        "positive": {"accuracy": 0.6, "confusion": {"tp": 24, "fp": 16, "fn": 0, "tn": 0}}}})
+    got = findings({"docs_in": 300, "docs_kept": 300, "docs_error": 0, "invariant_ok": True}, agreement, {}, 0.5, True)
+    assert [f["level"] for f in got] == ["bad", "warn"]  # worst first
+    assert "said yes on every held-out document" in got[0]["text"] and "filter dropped nothing" in got[1]["text"]
