@@ -9,7 +9,6 @@ checks turn the few failure patterns that mislead most into sentences.
 from __future__ import annotations
 
 import json
-import math
 
 from falconer_ray.rundir import RunDir
 
@@ -18,15 +17,14 @@ LOW_AGREEMENT = 0.8
 LOW_SPAN_F1 = 0.5
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a proportion k/n: honest for small n and for 0 or n."""
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n: honest for small n and for 0 or n."""
     if n <= 0:
         return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def heldout_teacher_counts(run: RunDir, label_ids: list[str], span_ids: list[str]) -> dict:
