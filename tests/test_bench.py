@@ -40,13 +40,20 @@ def test_throughput_reports_every_rate_and_ratio(ray_local, cache_dir):
 
 
 @pytest.mark.slow
-def test_memory_bench_runs_whole_mine_at_each_size(tmp_path, monkeypatch):
+def test_memory_bench_samples_a_whole_mine_in_a_child_process(tmp_path, monkeypatch):
     from falconer_ray.bench.memory import run_memory
 
     monkeypatch.setenv("FALCONER_CACHE", str(tmp_path / "cache"))
-    out = run_memory([12, 30], "rotten_tomatoes", n_annotate=10, epochs=1, work=tmp_path)
-    assert set(out["runs"]) == {"12", "30"}
-    for n, run in out["runs"].items():
-        assert run["docs_in"] == run["docs_kept"] == int(n)  # keep_all: every document reaches span extraction
-        assert run["peak_pss_mb"] > 100 and run["peak_driver_rss_mb"] > 100
-    assert "growth_largest_vs_smallest" in out
+    out = run_memory([12], "rotten_tomatoes", n_annotate=10, epochs=1, work=tmp_path)
+    run = out["runs"]["12"]
+    assert run["docs_in"] == run["docs_kept"] == 12  # keep_all: every document reaches span extraction
+    # The tree holds the driver, Ray and the actors: far more than the driver alone.
+    assert run["peak_pss_mb"] > run["peak_driver_rss_mb"] > 100
+    assert "growth_largest_vs_smallest" not in out  # one size: nothing to compare
+
+
+def test_memory_growth_compares_the_largest_corpus_with_the_smallest():
+    from falconer_ray.bench.memory import growth
+
+    runs = {"100000": {"peak_pss_mb": 1150.0}, "9000": {"peak_pss_mb": 1000.0}, "10000": {"peak_pss_mb": 1100.0}}
+    assert growth(runs) == 0.15  # by corpus size, not by the order or the text of the keys

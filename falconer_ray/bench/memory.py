@@ -100,7 +100,12 @@ def run_memory(sizes: list[int], source: str, n_annotate: int, epochs: int, keep
             results[str(n)] = stats
     out = {"source": source, "n_annotate": n_annotate, "epochs": epochs, "keep_all": keep_all,
            "cpus": os.cpu_count(), "runs": results}
-    small, large = str(min(sizes)), str(max(sizes))
-    if small != large:
-        out["growth_largest_vs_smallest"] = round(results[large]["peak_pss_mb"] / results[small]["peak_pss_mb"] - 1, 3)
+    if len(results) > 1:
+        out["growth_largest_vs_smallest"] = growth(results)
     return out
+
+
+def growth(runs: dict[str, dict]) -> float:
+    """Peak memory of the largest corpus over that of the smallest, minus one."""
+    small, large = min(runs, key=int), max(runs, key=int)
+    return round(runs[large]["peak_pss_mb"] / runs[small]["peak_pss_mb"] - 1, 3)
