@@ -10,8 +10,11 @@ workers through the object store, and sharded by Ray Train's distributed sampler
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from falconer_ray.config import RunConfig
@@ -106,6 +109,20 @@ class EpochsReported:
         self.queue.shutdown()
 
 
+@contextmanager
+def sigint_handler_kept():
+    """Put the process's Ctrl-C handler back after Ray Train. Its trainer installs one that
+    holds the training controller actor, which then lives (about 400 MB) and answers
+    Ctrl-C for the rest of the run, mining included."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def fit(examples: list[dict], cfg: RunConfig, out: Path, storage: Path, pos_weight: float | None = None,
         description: str = "proxy training") -> dict:
     """Fine-tune cfg.proxy.base on prebuilt examples with Ray Train; the proxy lands in
@@ -132,7 +149,7 @@ def fit(examples: list[dict], cfg: RunConfig, out: Path, storage: Path, pos_weig
         run_config=RayRunConfig(name="proxy", storage_path=str(storage), callbacks=[epochs.callback()]),
     )
     try:
-        with watch(description, cfg.train.epochs, epochs, unit="epochs"):
+        with watch(description, cfg.train.epochs, epochs, unit="epochs"), sigint_handler_kept():
             result = trainer.fit()
     finally:
         epochs.close()

@@ -2,6 +2,8 @@
 
 import json
 import random
+import signal
+import time
 
 import pyarrow.dataset as pads
 import pytest
@@ -42,11 +44,31 @@ def gold_run(tmp_path, n, epochs, cache_dir):
     return run, cfg, reviews
 
 
+def live_train_controllers(ray) -> int:
+    from ray.util.state import list_actors
+
+    url = "http://" + ray._private.worker.global_worker.node.address_info["webui_url"]
+    return len(list_actors(address=url, filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")]))
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def test_proxy_learns_and_mines_every_document(ray_local, tmp_path, cache_dir):
     from falconer_ray.pipeline import finish, stage_mine, stage_train
 
     run, cfg, reviews = gold_run(tmp_path, 400, epochs=4, cache_dir=cache_dir)
+    handler = signal.getsignal(signal.SIGINT)
     metrics = stage_train(run, cfg)
+    # Ray Train's Ctrl-C handler would keep its controller actor alive while mining.
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert wait_for(lambda: live_train_controllers(ray_local) == 0, seconds=60), "the training controller outlived training"
     held = [r for i, r in enumerate(reviews) if is_heldout(f"rt{i}", 0, 0.2)]
     majority = max(sum(r["label"] for r in held), len(held) - sum(r["label"] for r in held)) / len(held)
     assert metrics["agreement"]["heldout_docs"] == len(held)
