@@ -92,6 +92,7 @@ class TrainConfig(BaseModel):
     use_gpu: bool = Field(False, description="One GPU per Ray Train worker.")
     balance: bool = Field(False, description="Up-weight the rarer label class; off keeps the teacher's prior, which agreement rewards.")
     heldout: float = Field(0.2, ge=0.05, le=0.5, description="Fraction of annotated documents held out for agreement.")
+    label_targets: Literal["hard", "soft"] = Field("soft", description="What a label example teaches: the teacher's P(yes) (soft: measured to give the cascade better-calibrated confidence, fewer documents sent to the teacher) or its yes/no (hard).")
 
 
 class MineConfig(BaseModel):

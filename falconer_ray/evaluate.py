@@ -91,7 +91,7 @@ def accuracy(a, b) -> float:
 
 
 def teacher_answers(task: Task, teacher, cache, texts: list[str], what: str) -> tuple[list, list[str], int]:
-    """Teacher answers for `texts` (cached): bools or span lists, the texts it saw, calls paid."""
+    """Teacher answers for `texts` (cached): P(yes) or span lists, the texts it saw, calls paid."""
     from falconer_ray.annotate import cached_extract, cached_label
 
     with progress(f"teacher on {what} ({len(texts)} docs)", len(texts)) as advance:
@@ -104,7 +104,7 @@ def teacher_answers(task: Task, teacher, cache, texts: list[str], what: str) -> 
 
         if task.kind == "label":
             out = cached_label(teacher, cache, texts, task.instruction, on_progress=on_progress)
-            return [p >= 0.5 for p in out.probs], out.shown, out.calls
+            return list(out.probs), out.shown, out.calls
         out = cached_extract(teacher, cache, texts, task.instruction, on_progress=on_progress)
         return [[(s.start, s.end) for s in doc] for doc in out.spans], out.shown, out.calls
 
@@ -140,9 +140,11 @@ class Answers:
         self.calls, self.docs = 0, 0
 
     def __call__(self, idx: list[int], what: str) -> tuple[list[str], list]:
+        """The texts the answers are for and the answers: a label as P(yes) (gold: 0 or 1)."""
         texts = [self.task.docs[i]["text"] for i in idx]
         if self.source == "gold":
-            return texts, [self.task.docs[i]["gold"] for i in idx]
+            gold = [self.task.docs[i]["gold"] for i in idx]
+            return texts, [float(g) for g in gold] if self.task.kind == "label" else gold
         answers, shown, calls = teacher_answers(self.task, self.teacher, self.cache, texts, what)
         self.calls += calls
         self.docs += len(idx)
@@ -195,6 +197,8 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
     teacher = make_run_teacher(cfg)
     cache = AnnotationCache(Path(cfg.cache_dir) / "annotations.sqlite")
     teacher_test, _, test_calls = teacher_answers(task, teacher, cache, test_texts, "the test slice")
+    if task.kind == "label":
+        teacher_test = [p >= 0.5 for p in teacher_test]
     answers = Answers(task, train_source, teacher, cache)
     train_texts, train_answers = answers(train_idx, "the train slice")
     if selection == "random":
@@ -234,7 +238,7 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
     result = {
         "dataset": task.name, "task": task.kind, "instruction": task.instruction,
         "train_source": train_source, "n_train": len(train_idx), "n_test": len(test_idx), "seed": cfg.seed,
-        "epochs": cfg.train.epochs, "proxy_base": cfg.proxy.base, "teacher_model": cfg.teacher.model_name(),
+        "epochs": cfg.train.epochs, "label_targets": cfg.train.label_targets, "proxy_base": cfg.proxy.base, "teacher_model": cfg.teacher.model_name(),
         "selection": selection,
         "metric": "accuracy" if task.kind == "label" else "exact-match span F1",
         "proxy_vs_gold": compare(task.kind, predicted, gold_test),
@@ -256,7 +260,7 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
         result["rounds"] = rounds + [{"docs": len(train_idx), "train_s": trained["wall_s"]}]
         result["pool"] = len(pool_idx)
     if task.kind == "label":
-        result["train_positive_share"] = round(float(np.mean([bool(a) for a in train_answers])), 4)
+        result["train_positive_share"] = round(float(np.mean([a >= 0.5 for a in train_answers])), 4)
     if target_agreement is not None:
         from falconer_ray.cascade import repeated_splits
 

@@ -31,10 +31,12 @@ def build_examples(plan: Plan, rows: list[dict], tokenizer, cfg: RunConfig) -> t
     positives = negatives = 0
     kw = {"max_length": cfg.proxy.max_length, "stride": cfg.proxy.stride}
     for step in plan.label_steps:
-        labels = [r["labels"][step.id] >= 0.5 for r in rows]
-        positives += sum(labels)
-        negatives += len(labels) - sum(labels)
-        examples += label_examples(tokenizer, step.instruction, texts, labels, **kw)
+        probs = [float(r["labels"][step.id]) for r in rows]
+        yes = sum(p >= 0.5 for p in probs)
+        positives += yes
+        negatives += len(probs) - yes
+        targets = probs if cfg.train.label_targets == "soft" else [float(p >= 0.5) for p in probs]
+        examples += label_examples(tokenizer, step.instruction, texts, targets, **kw)
     for step in plan.span_steps:
         spans = [[(s["start"], s["end"]) for s in r["spans"][step.id]] for r in rows]
         examples += span_examples(tokenizer, step.instruction, texts, spans, **kw)

@@ -89,6 +89,27 @@ def test_forward_and_loss_mixed_batch(minilm):
     assert weighted.item() != pytest.approx(loss.item())
 
 
+def test_label_targets_hard_or_soft(minilm):
+    """Soft targets carry the teacher's P(yes) into the loss; hard ones its yes/no."""
+    from falconer_ray.config import RunConfig
+    from falconer_ray.plan import Plan
+    from falconer_ray.train import build_examples
+
+    plan = Plan.model_validate({"instruction": "x", "steps": [{"id": "red", "op": "get_label", "instruction": "is it red?"}]})
+    texts, _ = colour_data(3, 2)
+    rows = [{"text": t, "labels": {"red": p}, "spans": {}} for t, p in zip(texts, (0.9, 0.3, 0.5))]
+    targets = {}
+    for mode in ("hard", "soft"):
+        cfg = RunConfig.model_validate({"train": {"label_targets": mode}})
+        examples, _ = build_examples(plan, rows, minilm.tokenizer, cfg)
+        targets[mode] = [ex["label"] for ex in examples]
+    assert targets == {"hard": [1.0, 0.0, 1.0], "soft": [0.9, 0.3, 0.5]}
+    soft, hard = (minilm.loss(collate(label_examples(minilm.tokenizer, "is it red?", texts, t))) for t in (targets["soft"], targets["hard"]))
+    assert soft.item() != pytest.approx(hard.item())
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        label_examples(minilm.tokenizer, "is it red?", texts[:1], [1.5])
+
+
 def test_every_parameter_gets_a_gradient_from_one_kind_batches(minilm):
     """Both heads stay in the graph even when a batch has only one kind (DDP needs it)."""
     texts, spans = colour_data(2, 1)

@@ -34,14 +34,19 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def label_examples(tokenizer, instruction: str, texts: list[str], labels: list[bool],
+def label_examples(tokenizer, instruction: str, texts: list[str], labels: list[float],
                    max_length: int = 256, stride: int = 64) -> list[dict]:
-    """One example per window; every window carries its document's label."""
+    """One example per window; every window carries its document's target: a yes/no
+    (True/False, 1/0) or a probability of yes, for training on a teacher's soft labels."""
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    targets = [float(x) for x in labels]
+    bad = [x for x in targets if not 0.0 <= x <= 1.0]
+    if bad:
+        raise ValueError(f"label targets must lie in [0, 1]; got {bad[0]}")
     pad = _pad_id(tokenizer)
     return [
-        _example(w, 0, float(bool(labels[w.doc_index])), [IGNORE] * len(w), pad)
+        _example(w, 0, targets[w.doc_index], [IGNORE] * len(w), pad)
         for w in encode_windows(tokenizer, instruction, texts, max_length, stride)
     ]
 
