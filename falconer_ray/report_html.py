@@ -19,7 +19,8 @@ import pyarrow.dataset as pads
 from markupsafe import Markup, escape
 
 from falconer_ray.plan import Plan, condition_text
-from falconer_ray.report_findings import findings, heldout_teacher_counts, wilson
+from falconer_ray.report_findings import REJECTED_WARN, findings, heldout_teacher_counts, majority, wilson
+from falconer_ray.report_teacher import YES_FROM, teacher_summary
 from falconer_ray.rundir import RunDir, read_json
 
 SCORE_SAMPLE = 50_000  # label scores read per run for the histograms
@@ -35,6 +36,7 @@ def write_report_html(run: RunDir, report: dict | None = None) -> Path:
     if not report:
         raise FileNotFoundError(f"{run.report} is missing: run `falconer run {run.path}` first")
     env = Environment(loader=PackageLoader("falconer_ray", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["code_marks"] = code_marks
     html = env.get_template("report.html.j2").render(**context(run, report))
     out = run.path / "report.html"
     tmp = out.with_suffix(".html.tmp")
@@ -43,30 +45,44 @@ def write_report_html(run: RunDir, report: dict | None = None) -> Path:
     return out
 
 
+def code_marks(text: str) -> Markup:
+    """Escaped `text` with each `backquoted` piece (a command, a file) set in <code>."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unmatched backquote: show the text as it is
+        return escape(text)
+    return Markup("").join(Markup("<code>{}</code>").format(p) if i % 2 else escape(p) for i, p in enumerate(parts))
+
+
 def context(run: RunDir, report: dict) -> dict:
     from falconer_ray.config import RunConfig
 
     plan = Plan.load(run.plan)
     cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
     quote = read_json(run.path / "quote.json")
-    speed_figures = speed(report, cfg, read_json(run.annotation_stats), quote)
+    annotation_stats = read_json(run.annotation_stats)
+    speed_figures = speed(report, cfg, annotation_stats, quote)
     held = heldout_teacher_counts(run, [s.id for s in plan.label_steps], [s.id for s in plan.span_steps])
     agreement = agreement_rows(plan, report.get("agreement") or {}, held)
+    teacher = teacher_summary(run, plan, report, annotation_stats, cfg)
     return {
         "run": run.path,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "report": report,
+        "wall_time": _minutes(report["wall_s"]) if report.get("wall_s") else None,
         "plan": plan,
         "keep_text": condition_text(plan.keep),
         "counts": counts(report),
         "errors": error_reasons(run, report.get("docs_error") or 0),
         "agreement": agreement,
+        "teacher": {**teacher, "histograms": teacher_histograms(teacher),
+                    "rejected_high": (teacher["rejected_share"] or 0) > REJECTED_WARN},
         "histograms": histograms(run, plan, report, cfg.mine.label_threshold),
         "speed": speed_figures,
         "documents": annotated_documents(run, plan),
         "results": result_rows(run, plan),
         "quote": quote_comparison(report, quote, speed_figures.get("usd") or {}),
-        "findings": findings(report, agreement, held, cfg.mine.label_threshold, plan.keep is not None),
+        "findings": findings(report, agreement, held, cfg.mine.label_threshold, plan.keep is not None,
+                             teacher=teacher, heldout_share=cfg.train.heldout),
         "threshold": cfg.mine.label_threshold,
         "files": files(run),
     }
@@ -91,7 +107,8 @@ def error_reasons(run: RunDir, n_errors: int) -> list[tuple[str, int]]:
 
 
 def agreement_rows(plan: Plan, agreement: dict, held: dict | None = None) -> dict:
-    """Per step agreement with its 95% interval, and the teacher spans it was scored on."""
+    """Per step agreement with its 95% interval and the score of always giving the teacher's
+    majority answer, and the teacher spans each span step was scored on."""
     steps = agreement.get("steps") or {}
     labels, spans = [], []
     for step in plan.label_steps:
@@ -99,7 +116,8 @@ def agreement_rows(plan: Plan, agreement: dict, held: dict | None = None) -> dic
         cells = got.get("confusion")
         n = sum(cells.values()) if cells else 0
         labels.append({"step": step, "accuracy": got.get("accuracy"), "cells": cells, "n": n,
-                       "interval": wilson(cells["tp"] + cells["tn"], n) if n else None})
+                       "interval": wilson(cells["tp"] + cells["tn"], n) if n else None,
+                       "majority": majority(cells) if n else None})
     for step in plan.span_steps:
         spans.append({"step": step, "f1": (steps.get(step.id) or {}).get("f1"),
                       "teacher_spans": ((held or {}).get("spans") or {}).get(step.id)})
@@ -137,6 +155,15 @@ def histograms(run: RunDir, plan: Plan, report: dict, threshold: float) -> list[
     return out
 
 
+def teacher_histograms(teacher: dict) -> list[Markup]:
+    """The teacher's P(yes) per label step over the annotated documents, yes from 0.5 dashed."""
+    from falconer_ray.plots import TEACHER, histogram
+
+    return [Markup(histogram(a["scores"], YES_FROM, f"{a['step']}: {a['n']:,} annotated documents",
+                             xlabel="teacher P(yes)", color=TEACHER, mark="yes from"))
+            for a in teacher["labels"] if a["n"]]
+
+
 def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
     """Docs/s of teacher and proxy, the all-teacher time extrapolated to docs_in, and
     both in dollars at the config's `quote:` prices. When the annotations came from the
@@ -169,7 +196,8 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
         out["svgs"].append(Markup(stacked_time({"all-teacher (estimated)": {"annotate (teacher)": out["all_teacher_s"]},
                                                 "falconer (measured)": stages},
                                                f"time for {docs:,} documents (shorter is better)")))
-    out["takeaway"] = time_takeaway(stages, out.get("all_teacher_s"), t_rate, docs, teacher.get("annotated_docs"))
+    out["takeaway"] = time_takeaway(stages, out.get("all_teacher_s"), t_rate, docs, teacher.get("annotated_docs"),
+                                    report.get("wall_s"))
     out["usd"] = dollars(cfg, stages, out.get("all_teacher_s"), annotation_stats, teacher.get("annotated_docs"), docs)
     if out["usd"].get("all_teacher") is not None:
         out["svgs"].append(Markup(bars(["all-teacher (estimated)", "falconer (this run)"],
@@ -180,11 +208,13 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
 
 
 def time_takeaway(stages: dict, all_teacher_s: float | None, t_rate: float | None, docs: int,
-                  annotated: int | None = None) -> str | None:
-    """One sentence: faster or slower than the teacher alone, and from which corpus size
-    the fixed cost of annotating and training pays off (the proxy's per-document time
-    against the teacher's). Cached annotations cost this run nothing but would cost a
-    fresh one: they are counted at the teacher's speed for the break-even."""
+                  annotated: int | None = None, wall_s: float | None = None) -> str | None:
+    """One sentence: whether falconer or the teacher alone was faster and by how much, and
+    from which corpus size the fixed cost of annotating and training pays off (the proxy's
+    per-document time against the teacher's). Both sides count stage time only; `wall_s`
+    (the summary's wall time, which adds planning, pricing and start-up) is named beside it
+    so the two figures are not confused. Cached annotations cost this run nothing but
+    would cost a fresh one: they are counted at the teacher's speed for the break-even."""
     if not all_teacher_s or not t_rate or not docs:
         return None
     ours = sum(stages.values())
@@ -194,12 +224,19 @@ def time_takeaway(stages: dict, all_teacher_s: float | None, t_rate: float | Non
         cached = f" (annotation counted at the teacher's speed, {_minutes(annotate)}: this run's came from the cache)"
     fixed = annotate + stages["train proxy"]
     per_doc_gain = 1 / t_rate - stages["mine (proxy)"] / docs
-    head = (f"This run took {_minutes(ours)}; the teacher alone would take about {_minutes(all_teacher_s)} "
-            f"on these {docs:,} documents")
+    wall = (f" ({_minutes(wall_s)} wall time at the top also counts planning, pricing and start-up)"
+            if wall_s and _minutes(wall_s) != _minutes(ours) else "")
+    head = (f"Annotating, training and mining took {_minutes(ours)} in this run{wall}; running the teacher alone "
+            f"on these {docs:,} documents would take about {_minutes(all_teacher_s)}")
     if per_doc_gain <= 0:
-        return head + ": the proxy is not faster per document than the teacher here, so it never pays off on this machine."
+        return head + (", and the proxy is not faster per document than the teacher here, so falconer never pays "
+                       "off on this machine.")
     even = math.ceil(fixed / per_doc_gain)
-    verdict = f" ({all_teacher_s / ours:.1f}x faster)" if ours < all_teacher_s else " (slower: the corpus is too small)"
+    if ours < all_teacher_s:
+        verdict = f", so falconer was {all_teacher_s / ours:.1f}x faster than the teacher alone"
+    else:
+        verdict = (f", so the teacher alone would have been {ours / all_teacher_s:.1f}x faster than falconer: "
+                   "the corpus is too small to pay back annotating and training")
     return (head + verdict + f". Annotating and training cost a fixed {_minutes(fixed)}{cached}; after that each "
             f"document saves {per_doc_gain:.2g} s, so falconer wins from about {even:,} documents on.")
 
@@ -235,7 +272,8 @@ def dollars(cfg, stages: dict, all_teacher_s: float | None, annotation_stats: di
 
 
 def highlight(text: str, spans: dict[str, list[dict]], step_ids: list[str]) -> Markup:
-    """Escaped `text` with every span wrapped in <mark>; overlapping spans share marks."""
+    """Escaped `text` with every span wrapped in <mark>, coloured by its step's place in
+    `step_ids`; where spans overlap, the step listed first gives the colour."""
     cuts = {0, len(text)}
     marked = []
     for step_id, found in spans.items():
@@ -248,7 +286,8 @@ def highlight(text: str, spans: dict[str, list[dict]], step_ids: list[str]) -> M
     pieces = []
     for a, b in zip(points, points[1:]):
         chunk = escape(text[a:b])
-        active = sorted({sid for s, e, sid in marked if s <= a and b <= e})
+        active = sorted({sid for s, e, sid in marked if s <= a and b <= e},
+                        key=lambda sid: (step_ids.index(sid) if sid in step_ids else len(step_ids), sid))
         if active:
             color = step_ids.index(active[0]) % 6 if active[0] in step_ids else 0
             pieces.append(Markup('<mark class="c{}" title="{}">{}</mark>').format(color, ", ".join(active), chunk))

@@ -25,7 +25,11 @@ HOSTILE = 'Great <script>document.body.dataset.pwned="1"</script> film <img src=
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def make_run(tmp_path, n=400) -> RunDir:
+def make_run(tmp_path, n=400, confusion=None, teacher_scores=(), teacher_stats=None, windowed_every=0) -> RunDir:
+    """A run directory as the stages write it. `confusion`: the proxy-vs-teacher held-out
+    counts; `teacher_scores`: more annotated documents with these teacher P(yes), each with
+    one span; `teacher_stats`: added to annotations/stats.json; `windowed_every`: every
+    k-th mined document was read in two windows."""
     run = RunDir(tmp_path / "run").create()
     plan = Plan.model_validate({"instruction": "People praised in positive reviews", "steps": [
         {"id": "positive", "op": "get_label", "instruction": "Is this movie review positive?"},
@@ -34,17 +38,24 @@ def make_run(tmp_path, n=400) -> RunDir:
     cfg = RunConfig(instruction=plan.instruction, corpus=str(tmp_path / "corpus"), mine={"keep_text": True})
     cfg.save(run.path)
     start = HOSTILE.index("Ann Lee")
+    ann_lee = {"start": start, "end": start + 7, "text": "Ann Lee", "score": 1.0}
     run.annotations_dir.mkdir()
     with run.annotations.open("w") as f:
         f.write(json.dumps({"doc_id": "d0", "text": HOSTILE, "split": "heldout", "labels": {"positive": 0.9},
-                            "spans": {"people": [{"start": start, "end": start + 7, "text": "Ann Lee", "score": 1.0}]}}) + "\n")
+                            "spans": {"people": [ann_lee]}}) + "\n")
         f.write(json.dumps({"doc_id": "d1", "text": "Dull.", "split": "train", "labels": {"positive": 0.1},
                             "spans": {"people": []}}) + "\n")
+        for i, p in enumerate(teacher_scores):
+            f.write(json.dumps({"doc_id": f"t{i}", "text": HOSTILE, "split": "train", "labels": {"positive": p},
+                                "spans": {"people": [ann_lee]}}) + "\n")
     write_json(run.annotation_stats, {"teacher": {"model": "embedded:test", "calls": 4, "seconds": 8.0, "docs_per_s": 0.5},
-                                      "docs": 2, "cached": {"label": 0, "span": 0}, "rejected_spans": {}})
+                                      "docs": 2 + len(teacher_scores), "cached": {"label": 0, "span": 0},
+                                      "rejected_spans": {}, **(teacher_stats or {})})
+    cells = confusion or {"tp": 3, "fp": 1, "fn": 1, "tn": 3}
+    accuracy = round((cells["tp"] + cells["tn"]) / sum(cells.values()), 4)
     write_json(run.train_metrics, {"wall_s": 30.0, "agreement": {
-        "label": 0.75, "span_f1": 0.5, "heldout_docs": 8,
-        "steps": {"positive": {"op": "get_label", "accuracy": 0.75, "confusion": {"tp": 3, "fp": 1, "fn": 1, "tn": 3}},
+        "label": accuracy, "span_f1": 0.5, "heldout_docs": sum(cells.values()),
+        "steps": {"positive": {"op": "get_label", "accuracy": accuracy, "confusion": cells},
                   "people": {"op": "get_span", "f1": 0.5}}}})
     rows = {"doc_id": [], "status": [], "error": [], "label_positive": [], "span_people": [], "text": []}
     for i in range(n):
@@ -63,7 +74,8 @@ def make_run(tmp_path, n=400) -> RunDir:
     # the bookkeeping columns mining adds: unit, row in the unit, windows per document
     table = (table.append_column("_unit", pa.array(["u0000000-0"] * n))
              .append_column("_row", pa.array(range(n), pa.int64()))
-             .append_column("_windows", pa.array([1] * n, pa.int32())))
+             .append_column("_windows", pa.array([1 + (windowed_every > 0 and i % windowed_every == 0)
+                                                  for i in range(n)], pa.int32())))
     pq.write_table(table.slice(0, n // 2), run.rows / "a.parquet")
     pq.write_table(table.slice(n // 2), run.rows / "b.parquet")
     counts = split_outputs(plan, cfg, run, shards=[])
@@ -99,7 +111,7 @@ def test_report_html_content(tmp_path):
     assert "<script" not in html.lower()  # the page runs no code; the document's is escaped
     assert "&lt;script&gt;document.body.dataset.pwned" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|url\((?!#)|@import""", html)  # nothing to fetch
-    assert html.count("<svg") == 4  # one histogram, throughput, time, dollars
+    assert html.count("<svg") == 5  # proxy and teacher label histograms, throughput, time, dollars
     for link in ("plan.json", "results/", "errors/", "annotations/annotations.jsonl"):
         assert f'href="{link}"' in html
     # 8 s teacher + 30 s training + 4 s mining vs 400 docs / 0.5 docs/s, all at the default $0.10/h
@@ -122,7 +134,7 @@ def test_report_renders_in_chromium(tmp_path):
     dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     sizes = json.loads(re.search(r'data-svg-sizes="([^"]*)"', dom).group(1).replace("&quot;", '"'))
-    assert len(sizes) == 4 and all(w > 100 and h > 50 for w, h in sizes), sizes
+    assert len(sizes) == 5 and all(w > 100 and h > 50 for w, h in sizes), sizes
     assert "data-pwned" not in dom  # neither the <script> nor the onerror of the document ran
     assert "&lt;script&gt;" in dom and "Is this movie review positive?" in dom
     assert '<code id="keep">positive</code>' in dom
@@ -203,12 +215,16 @@ def test_speed_takeaway_gives_the_break_even_corpus_size():
 
     stages = {"annotate (teacher)": 100.0, "train proxy": 200.0, "mine (proxy)": 50.0}
     got = time_takeaway(stages, 2000.0, 0.5, 1000)
-    assert "(5.7x faster)" in got and "saves 1.9 s" in got and "from about 154 documents on" in got
+    assert "falconer was 5.7x faster than the teacher alone" in got and "saves 1.9 s" in got
+    assert "from about 154 documents on" in got and "wall time" not in got
     # cached annotations: counted at the teacher's speed (40 docs / 0.5 docs/s = 80 s) for the break-even
     cached = time_takeaway({**stages, "annotate (teacher)": 0.0}, 2000.0, 0.5, 1000, annotated=40)
     assert "this run's came from the cache" in cached and "from about 144 documents on" in cached
-    slow = time_takeaway(stages, 100.0, 0.5, 50)
-    assert "slower: the corpus is too small" in slow
+    slow = time_takeaway(stages, 100.0, 0.5, 50, wall_s=400.0)
+    assert "the teacher alone would have been 3.5x faster than falconer: the corpus is too small" in slow
+    # the stage time and the summary's wall time are both named, each with what it covers
+    assert slow.startswith("Annotating, training and mining took 5.8 min in this run (6.7 min wall time at the top "
+                           "also counts planning, pricing and start-up)")
 
 
 def test_report_html_explains_the_cascade(tmp_path):
@@ -234,3 +250,178 @@ def test_findings_flag_a_proxy_that_always_says_yes():
     got = findings({"docs_in": 300, "docs_kept": 300, "docs_error": 0, "invariant_ok": True}, agreement, {}, 0.5, True)
     assert [f["level"] for f in got] == ["bad", "warn"]  # worst first
     assert "said yes on every held-out document" in got[0]["text"] and "filter dropped nothing" in got[1]["text"]
+
+
+def plain(fragment: str) -> str:
+    """HTML as the reader sees it: cells and paragraphs apart, inline tags dropped, entities decoded."""
+    import html as html_lib
+
+    spaced = re.sub(r"</?(td|th|tr|li|p|div|table|figure|ul)\b[^>]*>", " ", fragment)
+    return re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", "", spaced))).strip()
+
+
+def page_text(html: str, section: str) -> str:
+    """One section of the page as plain text."""
+    return plain(re.search(rf'<section id="{section}">(.*?)</section>', html, re.S).group(1))
+
+
+def finding_lines(html: str) -> list[str]:
+    """The "Read this first" box, one plain-text line per finding ("Problem: ...")."""
+    box = re.search(r'<section id="findings">(.*?)</section>', html, re.S).group(1)
+    return [plain(li) for li in re.findall(r"<li.*?</li>", box, re.S)]
+
+
+def test_agreement_no_better_than_the_majority_answer_is_a_problem(tmp_path):
+    # as in the demo: always answering "no" (35 of 47) beats the proxy (33 of 47)
+    run = make_run(tmp_path, n=100, confusion={"tp": 1, "fp": 3, "fn": 11, "tn": 32})
+    html = write_report_html(run).read_text()
+    lines = [f for f in finding_lines(html) if "majority" in f]
+    assert len(lines) == 1 and lines[0].startswith("Problem: Step positive: label agreement 0.702 (33 of 47")
+    assert 'always answering "no"' in lines[0] and "0.745 (35 of 47)" in lines[0]
+    assert "not better than always answering the majority" in lines[0]
+    assert ("always answering “no” (the teacher's majority): 0.745 (35 of 47; the proxy is not better)"
+            in page_text(html, "agreement"))
+    # a proxy that beats the majority answer: the baseline is shown, no finding
+    sound = write_report_html(make_run(tmp_path / "sound", n=100)).read_text()
+    assert not any("majority" in f for f in finding_lines(sound))
+    assert "always answering “no” (the teacher's majority): 0.500 (4 of 8; the proxy does better)" in page_text(
+        sound, "agreement")
+
+
+def test_findings_agreement_equal_to_the_majority_and_a_one_sided_teacher():
+    from falconer_ray.report_findings import findings
+    from falconer_ray.report_html import agreement_rows
+
+    plan = Plan.model_validate({"instruction": "x", "steps": [
+        {"id": "positive", "op": "get_label", "instruction": "Positive?"}], "keep": "positive"})
+    report = {"docs_in": 3000, "docs_kept": 300, "docs_error": 0, "invariant_ok": True}
+    tie = agreement_rows(plan, {"heldout_docs": 47, "steps": {"positive": {"confusion": {"tp": 3, "fp": 3, "fn": 9, "tn": 32}}}})
+    got = findings(report, tie, {}, 0.5, True)
+    assert got[0]["level"] == "bad" and "0.745 (35 of 47)" in got[0]["text"]  # at the baseline counts too
+    one = agreement_rows(plan, {"heldout_docs": 40, "steps": {"positive": {"confusion": {"tp": 0, "fp": 2, "fn": 0, "tn": 38}}}})
+    got = findings(report, one, {}, 0.5, True)
+    assert got[0]["level"] == "bad" and "the teacher answered no on all 40 held-out documents" in got[0]["text"]
+
+
+def test_teacher_section_and_findings_on_a_weak_teacher(tmp_path):
+    import numpy as np
+
+    squeezed = [0.35 + 0.12 * i / 39 for i in range(40)]  # a teacher unsure of every document
+    stats = {"rejected": {"not_in_document": 231, "truncated": 12}, "clipped_docs": 7}
+    run = make_run(tmp_path, n=100, teacher_scores=squeezed, teacher_stats=stats, windowed_every=10)
+    html = write_report_html(run).read_text()
+    teacher = page_text(html, "teacher")
+    # 2 + 40 documents x 1 span step; 41 spans kept (one per document but d1) and 243 rejected
+    assert "42 span answers asked for (42 documents × 1 span step: people). They held 284 span texts: 41 kept" in teacher
+    assert "243 rejected (86%), left out of training" in teacher
+    assert re.search(r"not_in_document 231 not an exact piece.*truncated 12 cut off", teacher)
+    assert "7 of 42 annotated documents were longer than the 1,500 characters the teacher reads" in teacher
+    assert "10 of 100 mined documents were longer than the proxy's 256-token window" in teacher
+    scores = [0.9, 0.1] + squeezed
+    q = np.quantile(scores, [0.1, 0.25, 0.5, 0.75, 0.9])
+    row = " ".join(f"{v:.2f}" for v in q) + f" {q[3] - q[1]:.2f} 1 (2%)"
+    assert f"positive 42 {row}" in teacher
+    assert html.count("<svg") == 5  # the teacher's histogram beside the proxy's
+    lines = finding_lines(html)
+    rejected = next(f for f in lines if "were rejected" in f)
+    assert rejected.startswith("Problem: Of the 284 span texts the teacher gave in its 42 span answers, 243 (86%)")
+    assert "231 not in document, 12 truncated" in rejected
+    band = next(f for f in lines if "barely differ" in f)
+    assert band.startswith("Problem: Step positive:") and f"interquartile range {q[3] - q[1]:.2f}" in band
+    for line in (rejected, band):  # the teacher is blamed, not the sample size
+        assert "cannot do" in line and "--teacher openai" in line and "plan.json" in line
+        assert "--n-annotate" not in line and "will not help" in line
+    assert "<code>--teacher openai</code>" in html  # commands in findings are set as code
+    # the proxy's own span finding points at the teacher rather than at more annotations
+    assert not any("Annotate more documents with spans" in f for f in lines)
+
+
+def test_teacher_findings_stay_quiet_on_a_confident_teacher_and_flag_a_one_sided_one(tmp_path):
+    confident = write_report_html(make_run(tmp_path / "a", n=100, teacher_scores=[0.03, 0.97] * 20,
+                                           teacher_stats={"rejected": {"not_in_document": 5}})).read_text()
+    lines = finding_lines(confident)
+    assert not any("barely differ" in f or "were rejected" in f or "said no to" in f for f in lines), lines
+    assert "5 rejected (11%)" in page_text(confident, "teacher")
+    one_sided = write_report_html(make_run(tmp_path / "b", n=100, teacher_scores=[0.02] * 40)).read_text()
+    warn = [f for f in finding_lines(one_sided) if "said no to" in f]
+    assert warn == [next(f for f in warn if f.startswith("Check: Step positive: the teacher said no to 41 of 42 "
+                                                         "annotated documents (98%)"))]
+    assert "--teacher openai" in warn[0] and "--n-annotate" not in warn[0]
+
+
+def test_heldout_advice_depends_on_what_the_corpus_has_left(tmp_path):
+    from falconer_ray.report_findings import heldout_advice
+
+    # every document of a 40-document corpus annotated: no setting gives more held-out documents
+    small = write_report_html(make_run(tmp_path / "a", n=40, teacher_scores=[0.2, 0.8] * 19)).read_text()
+    few = next(f for f in finding_lines(small) if "Agreement is measured on only" in f)
+    assert few.startswith("Check: Agreement is measured on only 8 held-out documents (positive 6/8")
+    assert "All 40 documents of the corpus were annotated already" in few and "too small to measure" in few
+    assert "about 20% of the annotated documents are held out, picked by a hash of each id (here 8 of 40)" in few
+    assert "--n-annotate" not in few and "Hold out more" not in few
+    # a corpus with documents left, but fewer than 30 / 20% = 150
+    assert "even annotating all 100 documents (`--n-annotate 100`) would hold out only about 20" in heldout_advice(
+        8, 40, 100, 0.2)
+    # a large corpus: the flag to raise, and the held-out share as "about"
+    big = write_report_html(make_run(tmp_path / "b", n=400)).read_text()
+    few = next(f for f in finding_lines(big) if "Agreement is measured on only" in f)
+    assert "Hold out more: about 20% of the annotated documents are held out" in few and "(here 8 of 2)" in few
+    assert "--n-annotate 150 would hold out about 30" in few
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_mined_results_sit_under_their_headers_in_chromium(tmp_path):
+    """With --keep-text each result's text row widens the table; every value must still
+    be drawn under its own column header, not under a neighbour's."""
+    page = write_report_html(make_run(tmp_path)).with_name("report.html")
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", """<script>
+      const box = el => { const r = document.createRange(); r.selectNodeContents(el); return r.getBoundingClientRect(); };
+      const table = document.querySelector("#results table");
+      const heads = [...table.rows[0].cells].map(box);
+      const cells = [];
+      for (const row of [...table.rows].slice(1)) {
+        if (row.cells.length !== heads.length) continue;  // the text rows span every column
+        [...row.cells].forEach((cell, i) => {
+          if (!cell.textContent.trim()) return;
+          const r = box(cell);
+          const overlap = heads.map(h => Math.min(h.right, r.right) - Math.max(h.left, r.left));
+          cells.push([i, overlap.indexOf(Math.max(...overlap)), Math.max(...overlap)]);
+        });
+      }
+      document.body.setAttribute("data-cells", JSON.stringify(cells));
+    </script></body>"""))
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,3000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
+    cells = json.loads(re.search(r'data-cells="([^"]*)"', dom).group(1).replace("&quot;", '"'))
+    assert len(cells) >= 20 and {c[0] for c in cells} == {0, 1, 2}, cells  # doc_id, positive, people
+    assert all(col == under and overlap > 0 for col, under, overlap in cells), cells
+    # the highlight colours are explained above the texts
+    assert re.search(r'class="legend[^"]*">Highlighted spans, by step:\s*<mark class="c0">people</mark>', dom)
+
+
+def test_chart_labels_do_not_collide():
+    import matplotlib.pyplot as plt
+
+    from falconer_ray.plots import STYLE, bars_figure, stacked_time_figure
+
+    with plt.rc_context(STYLE):
+        for values, log in (([2.778, 6.136], True), ([0.521, 9.023], True), ([0.5, 9023.0], True),
+                            ([0.0006, 0.001644], False)):
+            fig = bars_figure(["teacher (annotation)", "proxy (mining)"], values, "t", "docs/s", log=log)
+            fig.canvas.draw()
+            renderer, ax = fig.canvas.get_renderer(), fig.axes[0]
+            ticks = [t for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_text()]
+            texts = [t.get_text() for t in ticks]
+            assert len(ticks) >= 3 and all(re.fullmatch(r"[0-9][0-9.,]*", t) for t in texts), texts  # no 3x10^0
+            extents = sorted((t.get_window_extent(renderer) for t in ticks), key=lambda b: b.x0)
+            assert all(a.x1 < b.x0 for a, b in zip(extents, extents[1:])), texts
+            plt.close(fig)
+        fig = stacked_time_figure({"all-teacher (estimated)": {"annotate (teacher)": 21.6}, "falconer (measured)": {
+            "annotate (teacher)": 14.0, "train proxy": 35.4, "mine (proxy)": 9.8}}, "time for 60 documents")
+        fig.canvas.draw()
+        renderer, ax = fig.canvas.get_renderer(), fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        drawn = [p for p in ax.patches if p.get_width() > 0] + ax.texts  # the bars and their "59.2 s" totals
+        assert len(drawn) == 6 and not any(legend.overlaps(a.get_window_extent(renderer)) for a in drawn)
+        plt.close(fig)
