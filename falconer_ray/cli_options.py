@@ -18,6 +18,9 @@ RunPath = Annotated[Path, typer.Argument(help="Run directory made by `falconer m
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file with run settings; flags override it.")]
 PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan JSON instead of asking the teacher.")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
+TextField = Annotated[Optional[str], typer.Option(
+    help=f"Field holding the document text (default: {RunConfig.model_fields['text_field'].default}; "
+         "a .txt file's text is always 'text').")]
 
 TeacherKind = Annotated[Optional[str], typer.Option("--teacher", help="Teacher backend: embedded (llama.cpp on CPU), openai (any OpenAI-compatible endpoint) or vllm (vLLM engines on GPUs).")]
 TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="embedded: gemma3-270m, smollm2-135m or a .gguf path; openai: the served model name; vllm: a hub id or path.")]
@@ -88,6 +91,25 @@ def emit_json(result: dict, json_file: Path | None) -> None:
 
 
 def existing_run(path: Path) -> RunDir:
-    run = RunDir(path)
+    """A run directory the stages can read: a missing or foreign folder is named as such
+    before any stage-specific hint."""
+    run = RunDir(path).check_is_run()
     run.require(run.plan, "plan")
     return run
+
+
+HELP_WIDTH = 120  # help read in a pipe or a log
+
+
+def widen_help_off_terminal() -> None:
+    """Help printed to a pipe or a log is HELP_WIDTH columns wide instead of rich's
+    80-column guess, which squeezes descriptions and cuts long flag names. A terminal
+    keeps its own width, and TERMINAL_WIDTH or COLUMNS, when set, still decide."""
+    import os
+    import sys
+
+    if sys.stdout.isatty() or os.environ.get("TERMINAL_WIDTH") or os.environ.get("COLUMNS"):
+        return
+    import typer.rich_utils
+
+    typer.rich_utils.MAX_WIDTH = HELP_WIDTH

@@ -116,6 +116,47 @@ def _records(path: Path, fmt: str, text_unit: str) -> Iterator[tuple[dict | None
             yield (rec, "") if isinstance(rec, dict) else (None, "malformed_json: line is not an object")
 
 
+FIELD_CHECK_FILES = 16  # corpus files whose first rows `check_fields` reads
+FIELD_CHECK_ROWS = 50  # records read per file
+
+
+def check_fields(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
+                 text_unit: str = "file") -> None:
+    """Fail at once, before any teacher call, when no record among the first rows of the
+    corpus has the text field (or the id field): a mistyped flag, not bad rows. A corpus
+    where some rows have the field and others lack it passes; those rows become
+    `missing_text_field` error rows when it is read."""
+    seen: dict[str, None] = {}  # field names in order of first appearance
+    has_text = has_id = False
+    records = 0
+    for path in list_files(corpus)[:FIELD_CHECK_FILES]:
+        fmt = file_format(path)
+        try:
+            for k, (rec, _) in enumerate(_records(path, fmt, text_unit)):
+                if k >= FIELD_CHECK_ROWS:
+                    break
+                if rec is None:
+                    continue
+                records += 1
+                seen.update(dict.fromkeys(rec))
+                has_text = has_text or rec.get(text_field) is not None
+                has_id = has_id or not id_field or rec.get(id_field) not in (None, "")
+        except (OSError, EOFError, zlib.error, csv.Error, pa.ArrowException):
+            continue  # an unreadable file is an error row when mined, not a verdict on the fields
+        if has_text and has_id:
+            return
+    if not records:
+        return  # nothing parsed: the reader's error rows say why
+    fields = ", ".join(repr(f) for f in list(seen)[:20]) + (" ..." if len(seen) > 20 else "")
+    where = f"the first rows of {corpus}"
+    if not has_text:
+        hint = ("a .txt file is read as one field, 'text': drop --text-field" if set(seen) == {"text"}
+                else "pass --text-field NAME (or set text_field in --config) to read one of them")
+        raise CorpusError(f"no record in {where} has the text field '{text_field}'; the records have {fields}: {hint}")
+    raise CorpusError(f"no record in {where} has the id field '{id_field}'; the records have {fields}: pass "
+                      "--id-field NAME to use one of them, or leave it out for file:row ids")
+
+
 UNIT_COLUMNS = [("_unit", pa.string()), ("_row", pa.int64()), ("_unit_rows", pa.int64()), ("_last", pa.bool_())]
 UNIT_SCHEMA = pa.schema(list(ROW_SCHEMA) + [pa.field(n, t) for n, t in UNIT_COLUMNS])
 UNIT_ROWS = 4096

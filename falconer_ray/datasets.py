@@ -41,18 +41,56 @@ def movie_reviews(source: str | None = None, limit: int | None = None) -> list[d
     return out
 
 
-def write_imdb_corpus(path: Path, n: int, shards: int = 4) -> Path:
-    """The first n IMDB reviews as `shards` JSONL files with ids: the demo corpus."""
-    reviews = movie_reviews("imdb", limit=n)
+def write_imdb_corpus(path: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
+    """n IMDB reviews as `shards` JSONL files of {id, text, gold_positive}: the demo corpus.
+
+    The package lists its IMDB reviews sorted by label (all negatives first), so the
+    reviews are a seeded sample stratified by label, in the dataset's proportions, and
+    shuffled: the same n and seed give the same corpus. Ids are `imdb-<row>`, the
+    review's row among the package's IMDB reviews.
+    """
+    import random
+
+    if n < 1:
+        raise ValueError(f"the demo corpus needs at least one review (got {n})")
+    reviews = movie_reviews("imdb")
     if not reviews:
         raise ValueError("no IMDB reviews found in the movie-reviews package")
+    rng = random.Random(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, r in enumerate(reviews):
+        by_label.setdefault(r["label"], []).append(i)
+    n = min(n, len(reviews))
+    labels = sorted(by_label)
+    # Largest remainders: the per-label counts add up to n and follow the proportions.
+    quotas = {y: n * len(by_label[y]) / len(reviews) for y in labels}
+    counts = {y: int(q) for y, q in quotas.items()}
+    for y in sorted(labels, key=lambda y: counts[y] - quotas[y])[:n - sum(counts.values())]:
+        counts[y] += 1
+    picked = [i for y in labels for i in rng.sample(by_label[y], counts[y])]
+    rng.shuffle(picked)
     path.mkdir(parents=True, exist_ok=True)
     files = [(path / f"imdb-{k:02d}.jsonl").open("w") for k in range(shards)]
-    for i, r in enumerate(reviews):
-        files[i % shards].write(json.dumps({"id": f"imdb-{i}", "text": r["text"], "gold_positive": r["label"]}) + "\n")
+    for k, i in enumerate(picked):
+        r = reviews[i]
+        files[k % shards].write(json.dumps({"id": f"imdb-{i}", "text": r["text"], "gold_positive": r["label"]}) + "\n")
     for f in files:
         f.close()
     return path
+
+
+def read_gold(path: Path, field: str = "gold_positive", id_field: str = "id") -> dict[str, int]:
+    """{doc id: gold label} of a corpus written by `write_imdb_corpus`."""
+    gold = {}
+    for file in sorted(Path(path).glob("*.jsonl")):
+        with file.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    gold[str(row[id_field])] = int(row[field])
+    if not gold:
+        raise ValueError(f"{path} holds no JSONL rows with '{id_field}' and '{field}'")
+    return gold
 
 
 # One get_span instruction per WNUT-16 entity type: the question a user would ask.

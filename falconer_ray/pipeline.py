@@ -42,6 +42,30 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
     return plan
 
 
+def show_plan(plan: Plan, run: RunDir | None = None) -> None:
+    """The plan as `falconer plan` prints it, and how to change it, before the teacher
+    spends time on it (a JSON `plan` event with --log-json, nothing with --quiet)."""
+    from falconer_ray.plan import plan_table
+    from falconer_ray.progress import console, emit, print_table
+
+    emit("plan", path=str(run.plan) if run else None, plan=plan.model_dump(by_alias=True))
+    print_table(plan_table(plan))
+    if run is not None:
+        hint = (f"to change the plan: stop here (Ctrl-C), edit {run.plan}, and rerun with `--plan {run.plan}` "
+                f"(or go on stage by stage: `falconer annotate {run.path}`, then train and run)")
+    else:
+        hint = ("to change the plan: write it with `falconer plan INSTRUCTION --out DIR`, edit DIR/plan.json, "
+                "and pass `--plan DIR/plan.json`")
+    console.print(hint, soft_wrap=True, markup=False)
+
+
+def check_corpus(cfg: RunConfig) -> None:
+    """The corpus's fields, from its first rows, before any teacher call."""
+    from falconer_ray.corpus import check_fields
+
+    check_fields(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit)
+
+
 def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
     from falconer_ray.annotate.stage import annotate_documents
     from falconer_ray.corpus import read_corpus
@@ -49,6 +73,7 @@ def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
     from falconer_ray.sample import sample_documents
 
     plan = Plan.load(run.require(run.plan, "plan"))
+    check_corpus(cfg)
     init_ray()
     docs = sample_documents(read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit),
                             cfg.n_annotate, cfg.seed)
@@ -84,6 +109,7 @@ def stage_mine(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
     from falconer_ray.ray_env import init_ray
 
     plan = Plan.load(run.require(run.plan, "plan"))
+    check_corpus(cfg)
     init_ray()
     note(f"[bold]mining[/] {cfg.corpus} with the proxy" + (" (resuming)" if resume else ""))
     return mine(plan, cfg, run, resume=resume)
@@ -153,6 +179,7 @@ def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
     else:
         plan = Plan.load(run.plan)
         note(f"plan: reusing {run.plan}")
+    show_plan(plan, run)
     if quote and not (resume and (run.path / "quote.json").exists()):
         from falconer_ray.quote import make_quote, show
 
@@ -178,6 +205,7 @@ def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = Non
 
     `quote` prices the run before it starts (see `run_stages`); `resume` goes on with an interrupted run in `out`, refusing if its settings differ.
     """
+    check_corpus(cfg)  # a mistyped --text-field fails now, not after planning
     run = RunDir(out).create()
     if resume and run.config.exists():
         changed = changed_settings(RunConfig.load(run.path), cfg)
@@ -185,4 +213,5 @@ def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = Non
             raise ValueError(f"cannot resume {run.path}: its settings differ in {', '.join(changed)}; "
                              "pass the same arguments as the interrupted run, or drop --resume to start over")
     cfg.save(run.path)
+    run.gold_check.unlink(missing_ok=True)  # it scored an earlier run in this folder
     return run_stages(run, cfg, plan_file, resume, quote)

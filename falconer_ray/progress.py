@@ -70,6 +70,18 @@ def note(message: str) -> None:
         console.print(message)
 
 
+LOG_WIDTH = 120  # tables written to a log or a pipe
+
+
+def print_table(table) -> None:
+    """A rich table on the status console: a terminal's own width (or COLUMNS), LOG_WIDTH
+    columns in a log or a pipe, where rich would guess 80 and squeeze long values."""
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        console.print(table)
+    else:
+        Console(stderr=True, width=LOG_WIDTH, quiet=console.quiet).print(table)
+
+
 def _clock(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "?"

@@ -61,6 +61,9 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
             "docs_to_teacher": mined["docs_to_teacher"],
             "fraction_to_teacher": round(mined["docs_to_teacher"] / mined["docs_in"], 4) if mined.get("docs_in") else None,
         }
+    gold = read_json(run.gold_check)
+    if gold:  # written by `falconer demo`, whose corpus carries gold labels
+        report["demo_gold_check"] = gold
     if report["docs_in"] is not None:
         total = report["docs_kept"] + report["docs_filtered"] + report["docs_error"]
         report["invariant_ok"] = report["docs_in"] == total

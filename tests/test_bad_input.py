@@ -141,3 +141,78 @@ def test_bad_arguments_settings_and_plans_say_what_to_fix(tmp_path):
     assert "not a valid plan" in error_of("mine", "x", corpus, "--plan", tmp_path / "p2.json", "--out", tmp_path / "o")
     assert "plan file not found" in error_of("mine", "x", corpus, "--plan", tmp_path / "nope.json", "--out", tmp_path / "o")
     assert "falconer plan" in error_of("run", tmp_path / "no-run", "--resume")
+
+
+def write_reviews(path, rows):
+    """One corpus file of `rows` in the format its suffix names."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".csv":
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_wrong_text_or_id_field_fails_at_once_naming_the_fields(tmp_path, suffix):
+    import time
+
+    reviews = [{"review_id": f"r{i}", "body": f"A fine film number {i}.", "stars": i % 5} for i in range(30)]
+    corpus = write_reviews(tmp_path / f"reviews{suffix}", reviews)
+    out = tmp_path / "run"
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["mine", "Extract praised people", str(corpus), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert time.monotonic() - started < 20  # no teacher was loaded or asked
+    msg = " ".join(result.output.split())
+    assert "text field 'text'" in msg and "'review_id', 'body', 'stars'" in msg and "--text-field" in msg
+    assert not out.exists()  # nothing written for a run that cannot read its corpus
+
+    wrong_id = CliRunner().invoke(app, ["mine", "x", str(corpus), "--out", str(out), "--text-field", "body",
+                                        "--id-field", "id"])
+    assert wrong_id.exit_code == 2 and "id field 'id'" in wrong_id.output and "--id-field" in wrong_id.output
+    quote = CliRunner().invoke(app, ["quote", "x", str(corpus), "--text-field", "review"])
+    assert quote.exit_code == 2 and "text field 'review'" in quote.output
+
+
+def test_rows_without_the_field_in_a_corpus_that_has_it_stay_error_rows(tmp_path):
+    from falconer_ray.corpus import CorpusError, check_fields
+
+    # The first file lacks the field altogether: the check reads on into the next files.
+    write_reviews(tmp_path / "a.jsonl", [{"id": f"a{i}", "body": "no text"} for i in range(60)])
+    write_reviews(tmp_path / "b.jsonl", [{"id": "b0", "text": "A fine film."}, {"id": "b1", "body": "none"}])
+    check_fields(tmp_path, "text", "id")
+    got = {r["doc_id"]: r["error"] for r in rows(tmp_path, id_field="id")}
+    assert got["b0"] == "" and got["b1"].startswith("missing_text_field") and got["a0"].startswith("missing_text_field")
+    with pytest.raises(CorpusError, match="text field 'body2'"):
+        check_fields(tmp_path, "body2")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "notes.txt").write_text("one document\n")
+    with pytest.raises(CorpusError, match="drop --text-field"):  # a .txt file only has 'text'
+        check_fields(tmp_path / "t", "body")
+
+
+def test_a_folder_that_is_not_a_run_is_named_before_stage_hints(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["run", str(tmp_path / "runs" / "nope")])
+    assert missing.exit_code == 2 and f"no run directory at {tmp_path / 'runs' / 'nope'}" in missing.output
+    assert "plan.json is missing" not in missing.output
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    for command in ("report", "run", "annotate", "train", "serve"):
+        foreign = runner.invoke(app, [command, str(tmp_path / "photos")])
+        text = " ".join(foreign.output.split())
+        assert foreign.exit_code == 2 and "is not a falconer run directory" in text, (command, foreign.output)
+        assert "none of plan.json, config.json" in text
+    started = RunDir(tmp_path / "started").create()  # a run folder whose plan is missing: the stage hint
+    RunConfig().save(started.path)
+    half = runner.invoke(app, ["run", str(started.path)])
+    assert half.exit_code == 2 and "plan.json is missing: run `falconer plan`" in half.output

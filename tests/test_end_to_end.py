@@ -34,6 +34,12 @@ def test_mine_runs_every_stage_and_reruns_from_cache(ray_local, corpus, tmp_path
     result = CliRunner().invoke(app, ["mine", "Extract the names of people praised in positive movie reviews.",
                                       str(corpus), "--out", str(out), "--id-field", "id", "--config", str(config)])
     assert result.exit_code == 0, result.output
+    # The plan is shown, with how to change it, before the teacher annotates anything.
+    shown, annotating = result.output.find("to change the plan:"), result.output.find("annotating")
+    assert "Plan: Extract the names" in result.output and 0 <= shown < annotating, result.output
+    summary = " ".join(result.output.replace("│", " ").split())
+    assert "this run" in summary and "at the config's `quote:` prices, as in report.html" in summary
+    assert "at teacher.price (report.json's cost block)" in summary  # gpu_hour 3.6 below
     for name in ("plan.json", "config.json", "annotations/annotations.jsonl", "proxy/proxy.safetensors",
                  "results", "errors", "report.json", "report.html"):
         assert (out / name).exists(), name

@@ -83,7 +83,7 @@ def test_jobs_fail_clearly(tmp_path):
     no_uri = job("jobs/stage.py", "run", str(tmp_path / "run"), "--upload")
     assert no_uri.returncode != 0 and "--upload needs a URI" in no_uri.stderr
     failed = job("jobs/stage.py", "run", str(tmp_path / "missing"), "--upload", str(dest))
-    assert failed.returncode == 2 and "plan.json is missing" in failed.stderr
+    assert failed.returncode == 2 and "no run directory at" in failed.stderr
     assert not dest.exists()  # nothing is uploaded after a failure
     usage = job("jobs/stage.py", "mine")
     assert usage.returncode != 0 and "usage: python jobs/stage.py" in usage.stderr
