@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from falconer_ray import all_teacher
 from falconer_ray.plan import Plan
 
 if TYPE_CHECKING:  # config.py imports QuoteConfig from here
     from falconer_ray.config import RunConfig
 
 COUNT_CHUNK = 1 << 20
+TIMED_TRAIN_STEPS = 3  # optimizer steps timed for the training estimate, after one untimed
 
 
 class Hardware(BaseModel):
@@ -149,9 +151,11 @@ def time_teacher(teacher, plan: Plan, texts: list[str]) -> dict:
     return {"per_op": per_op, "keep_fraction": keep, "labels": labels, "spans": spans}
 
 
-def time_proxy(cfg: RunConfig, plan: Plan, texts: list[str], teacher_out: dict, pilot_n: int) -> dict:
+def time_proxy(cfg: RunConfig, plan: Plan, texts: list[str]) -> dict:
     """Proxy forward seconds per document (label and span passes) and training seconds
-    per example, measured on a fresh proxy: speed does not depend on the weights."""
+    per example, measured on a fresh proxy: speed does not depend on the weights, nor
+    the number of examples per document (one per window per step) on the answers, so
+    every pilot text counts for that, not only the few the teacher answered."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -159,17 +163,18 @@ def time_proxy(cfg: RunConfig, plan: Plan, texts: list[str], teacher_out: dict, 
     from falconer_ray.train import build_examples
 
     model = ProxyModel.from_base(cfg.proxy.base, max_length=cfg.proxy.max_length, stride=cfg.proxy.stride)
-    rows = [{"text": t, "labels": {k: v[i] for k, v in teacher_out["labels"].items()},
-             "spans": {k: [s.to_dict() for s in v[i]] for k, v in teacher_out["spans"].items()}}
-            for i, t in enumerate(texts[:pilot_n])]
+    rows = [{"text": t, "labels": {s.id: 0.5 for s in plan.label_steps}, "spans": {s.id: [] for s in plan.span_steps}}
+            for t in texts]
     examples, _ = build_examples(plan, rows, model.tokenizer, cfg)
     examples_per_doc = len(examples) / len(rows)
-    examples = examples[:2 * cfg.train.batch_size]  # two optimizer steps time it well enough
-    loader = DataLoader(examples, batch_size=cfg.train.batch_size, shuffle=False, collate_fn=collate)
+    bs = cfg.train.batch_size
+    # the first optimizer step pays for allocations (optimizer state, buffers): untimed
+    warm, timed = examples[:bs], examples[bs:bs * (1 + TIMED_TRAIN_STEPS)] or examples[:bs]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    run_epoch(model, DataLoader(warm, batch_size=bs, collate_fn=collate), optimizer)
     started = time.perf_counter()
-    run_epoch(model, loader, optimizer)
-    train_s_per_example = (time.perf_counter() - started) / len(examples)
+    run_epoch(model, DataLoader(timed, batch_size=bs, shuffle=False, collate_fn=collate), optimizer)
+    train_s_per_example = (time.perf_counter() - started) / len(timed)
 
     proxy = Proxy(model, batch_size=cfg.mine.windows_per_forward())
     proxy.label_scores(texts[:4], "warm up")
@@ -197,34 +202,24 @@ def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dic
     teacher_hw, train_hw, mine_hw = q.price(q.teacher), q.price(q.train), q.price(q.mine)
     teacher_rate = teacher_hw.speed * q.teacher.units
 
-    def teacher_calls(n_docs: float, conditional: bool) -> dict:
-        spans = n_docs * keep if conditional else n_docs
-        return {"label": n_docs * n_label, "span": spans * n_span}
-
-    def tokens(calls: dict) -> dict:
-        inp = sum(calls[k] * op.get(k, {}).get("input_tokens_per_call", 0.0) for k in calls)
-        out = sum(calls[k] * op.get(k, {}).get("output_tokens_per_call", 0.0) for k in calls)
-        return {"input": round(inp), "output": round(out)}
-
     def token_usd(tok: dict) -> float:
         return (tok["input"] * q.teacher_usd_per_m_input_tokens + tok["output"] * q.teacher_usd_per_m_output_tokens) / 1e6
 
     # falconer: the teacher annotates every step on the sample; the proxy filters, then spans kept docs
-    f_calls = teacher_calls(annotate_docs, conditional=False)
+    f_calls = {"label": annotate_docs * n_label, "span": annotate_docs * n_span}
     annotate_s = (f_calls["label"] * t_label + f_calls["span"] * t_span) / teacher_rate
     train_examples = annotate_docs * (1 - cfg.train.heldout) * proxy["examples_per_doc"]
     train_s = q.train_overhead_s + train_examples * cfg.train.epochs * proxy["train_s_per_example"] / (train_hw.speed * q.train.units)
     mine_s = docs * (n_label * proxy["label_s_per_doc"] + keep * n_span * proxy["span_s_per_doc"]) / (mine_hw.speed * q.mine.units)
-    f_tokens = tokens(f_calls)
+    f_tokens = {"input": round(sum(f_calls[k] * op.get(k, {}).get("input_tokens_per_call", 0.0) for k in f_calls)),
+                "output": round(sum(f_calls[k] * op.get(k, {}).get("output_tokens_per_call", 0.0) for k in f_calls))}
     f_stages = {"plan": plan_s, "annotate": annotate_s, "train": train_s, "mine": mine_s}
     f_usd = {"plan": plan_s / 3600 * teacher_hw.usd_per_hour,
              "annotate": annotate_s / 3600 * teacher_hw.usd_per_hour * q.teacher.units + token_usd(f_tokens),
              "train": train_s / 3600 * train_hw.usd_per_hour * q.train.units,
              "mine": mine_s / 3600 * mine_hw.usd_per_hour * q.mine.units}
-    # all-teacher: label steps on every document, span steps on the ones the teacher keeps
-    a_calls = teacher_calls(docs, conditional=True)
-    a_s = (a_calls["label"] * t_label + a_calls["span"] * t_span) / teacher_rate
-    a_tokens = tokens(a_calls)
+    base = all_teacher.estimate(op, docs, n_label, n_span, keep)
+    a_s, a_tokens = base["seconds"] / teacher_rate, base["tokens"]
     a_usd = a_s / 3600 * teacher_hw.usd_per_hour * q.teacher.units + token_usd(a_tokens)
     f_total_s, f_total_usd = sum(f_stages.values()), sum(f_usd.values())
     return {
@@ -237,7 +232,7 @@ def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dic
         "falconer": {"teacher_calls": round(sum(f_calls.values())), "tokens": f_tokens,
                      "seconds": {k: round(v, 1) for k, v in f_stages.items()}, "total_s": round(f_total_s, 1),
                      "usd": {k: round(v, 4) for k, v in f_usd.items()}, "total_usd": round(f_total_usd, 4)},
-        "all_teacher": {"teacher_calls": round(sum(a_calls.values())), "tokens": a_tokens,
+        "all_teacher": {"teacher_calls": base["teacher_calls"], "calls_by_op": base["calls"], "tokens": a_tokens,
                         "total_s": round(a_s, 1), "total_usd": round(a_usd, 4)},
         "savings": {"time_x": round(a_s / f_total_s, 2) if f_total_s else None,
                     "usd_x": round(a_usd / f_total_usd, 2) if f_total_usd else None},
@@ -288,7 +283,7 @@ def make_quote(cfg: RunConfig, plan_file: str | Path | None = None, teacher=None
     note(f"[bold]quote[/]: timing the teacher on {q.pilot_docs} documents x {len(plan.steps)} steps")
     teacher_out = time_teacher(teacher, plan, texts[:q.pilot_docs])
     note(f"[bold]quote[/]: timing the proxy on {len(texts)} documents")
-    proxy = time_proxy(cfg, plan, texts, teacher_out, q.pilot_docs)
+    proxy = time_proxy(cfg, plan, texts)
     return estimate(cfg, plan, corpus, teacher_out, proxy, plan_s, getattr(teacher, "name", ""))
 
 
@@ -302,16 +297,28 @@ def compare(quote: dict, report: dict) -> dict:
     quoted = {"docs": quote.get("corpus", {}).get("docs"), "teacher_calls": fal.get("teacher_calls"),
               "annotate_s": fal.get("seconds", {}).get("annotate"), "train_s": fal.get("seconds", {}).get("train"),
               "mine_s": fal.get("seconds", {}).get("mine")}
+    base = quote.get("all_teacher") or {}
+    quoted.update(all_calls=base.get("teacher_calls"), all_s=base.get("total_s"))
+    actual.update(all_calls=None, all_s=None)
+    ops = [s.get("op") for s in (report.get("plan") or {}).get("steps", [])]
+    if teacher.get("per_op") and isinstance(actual["docs"], int):  # the same baseline from the run's own teacher
+        keep = teacher.get("keep_fraction")
+        run_base = all_teacher.estimate(teacher["per_op"], actual["docs"], ops.count("get_label"), ops.count("get_span"),
+                                        1.0 if keep is None else keep)
+        actual.update(all_calls=run_base["teacher_calls"], all_s=run_base["seconds"])
     stages = ("annotate_s", "train_s", "mine_s")
     for side in (actual, quoted):
         parts = [side[k] for k in stages if isinstance(side[k], (int, float))]
         side["total_s"] = sum(parts) if parts else None
     names = {"docs": "documents", "teacher_calls": "teacher calls", "annotate_s": "annotation seconds",
              "train_s": "training seconds", "mine_s": "mining seconds",
-             "total_s": "total seconds (annotate + train + mine)"}
+             "total_s": "total seconds (annotate + train + mine)",
+             "all_calls": "teacher-alone calls (estimated)", "all_s": "teacher-alone seconds (estimated)"}
     rows = []
     for key, what in names.items():
         q, a = quoted[key], actual[key]
+        if q is None and a is None:
+            continue
         ratio = round(a / q, 2) if isinstance(q, (int, float)) and isinstance(a, (int, float)) and q else None
         rows.append({"what": what, "quoted": q, "actual": a, "actual_over_quoted": ratio})
     note = None

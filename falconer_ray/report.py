@@ -28,6 +28,8 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
             "model": ann.get("teacher", {}).get("model"),
             "calls": ann.get("teacher", {}).get("calls"),
             "docs_per_s": ann.get("teacher", {}).get("docs_per_s"),
+            "per_op": ann.get("teacher", {}).get("per_op"),
+            "keep_fraction": ann.get("keep_fraction"),
             "seconds": ann.get("teacher", {}).get("seconds"),
             "annotated_docs": ann.get("docs"),
             "cached": ann.get("cached"),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 from markupsafe import Markup, escape
 
+from falconer_ray import all_teacher
 from falconer_ray.plan import Plan, condition_text
 from falconer_ray.report_findings import REJECTED_WARN, findings, heldout_teacher_counts, majority, wilson
 from falconer_ray.report_teacher import YES_FROM, teacher_summary
@@ -171,15 +172,17 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
     from falconer_ray.plots import bars, stacked_time
 
     teacher, proxy = report.get("teacher") or {}, report.get("proxy") or {}
-    t_rate, p_rate, docs = teacher.get("docs_per_s"), proxy.get("docs_per_s"), report.get("docs_in") or 0
-    source = "measured while annotating"
-    if not t_rate and quote:
-        per_op = (quote.get("measured") or {}).get("teacher") or {}
-        plan = report.get("plan") or {}
-        ops = [s.get("op") for s in plan.get("steps", [])]
-        s_per_doc = sum(per_op.get("label" if op == "get_label" else "span", {}).get("s_per_call", 0.0) for op in ops)
-        if s_per_doc > 0:
-            t_rate, source = 1 / s_per_doc, "measured by the quote's pilot (annotations came from the cache)"
+    p_rate, docs = proxy.get("docs_per_s"), report.get("docs_in") or 0
+    ops = [s.get("op") for s in (report.get("plan") or {}).get("steps", [])]
+    n_label, n_span = ops.count("get_label"), ops.count("get_span")
+    per_op, keep, source = teacher.get("per_op"), teacher.get("keep_fraction"), "measured while annotating"
+    if not teacher.get("docs_per_s") and quote:
+        measured = quote.get("measured") or {}
+        per_op, source = measured.get("teacher"), "measured by the quote's pilot (annotations came from the cache)"
+        keep = keep if keep is not None else measured.get("keep_fraction")
+    per_doc_s = all_teacher.seconds_per_document(per_op or {}, n_label, n_span)
+    t_rate = teacher.get("docs_per_s") or (1 / per_doc_s if per_doc_s > 0 else None)
+    baseline = all_teacher.estimate(per_op or {}, docs, n_label, n_span, 1.0 if keep is None else keep)
     out = {"teacher_rate": t_rate, "teacher_source": source, "proxy_rate": p_rate, "docs": docs, "svgs": []}
     if t_rate and p_rate:
         out["speedup"] = p_rate / t_rate
@@ -191,14 +194,16 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
               "mine (proxy)": proxy.get("mine_s") or 0.0}
     out["stages"] = stages
     out["falconer_s"] = sum(stages.values())
-    if t_rate and docs:
-        out["all_teacher_s"] = docs / t_rate
+    if t_rate and docs and baseline["seconds"] > 0:
+        out["all_teacher_s"] = baseline["seconds"]
+        out["all_teacher_calls"] = baseline["teacher_calls"]
+        out["keep_fraction"] = keep
         out["svgs"].append(Markup(stacked_time({"all-teacher (estimated)": {"annotate (teacher)": out["all_teacher_s"]},
                                                 "falconer (measured)": stages},
                                                f"time for {docs:,} documents (shorter is better)")))
     out["takeaway"] = time_takeaway(stages, out.get("all_teacher_s"), t_rate, docs, teacher.get("annotated_docs"),
                                     report.get("wall_s"))
-    out["usd"] = dollars(cfg, stages, out.get("all_teacher_s"), annotation_stats, teacher.get("annotated_docs"), docs)
+    out["usd"] = dollars(cfg, stages, out.get("all_teacher_s"), annotation_stats, baseline["tokens"])
     if out["usd"].get("all_teacher") is not None:
         out["svgs"].append(Markup(bars(["all-teacher (estimated)", "falconer (this run)"],
                                        [out["usd"]["all_teacher"], out["usd"]["falconer"]],
@@ -223,7 +228,7 @@ def time_takeaway(stages: dict, all_teacher_s: float | None, t_rate: float | Non
         annotate = annotated / t_rate
         cached = f" (annotation counted at the teacher's speed, {_minutes(annotate)}: this run's came from the cache)"
     fixed = annotate + stages["train proxy"]
-    per_doc_gain = 1 / t_rate - stages["mine (proxy)"] / docs
+    per_doc_gain = all_teacher_s / docs - stages["mine (proxy)"] / docs
     wall = (f" ({_minutes(wall_s)} wall time at the top also counts planning, pricing and start-up)"
             if wall_s and _minutes(wall_s) != _minutes(ours) else "")
     head = (f"Annotating, training and mining took {_minutes(ours)} in this run{wall}; running the teacher alone "
@@ -241,9 +246,9 @@ def time_takeaway(stages: dict, all_teacher_s: float | None, t_rate: float | Non
             f"document saves {per_doc_gain:.2g} s, so falconer wins from about {even:,} documents on.")
 
 
-def dollars(cfg, stages: dict, all_teacher_s: float | None, annotation_stats: dict, annotated: int | None,
-            docs: int) -> dict:
-    """This run's stage times and the all-teacher estimate priced with `cfg.quote`."""
+def dollars(cfg, stages: dict, all_teacher_s: float | None, annotation_stats: dict, all_teacher_tokens: dict) -> dict:
+    """This run's stage times and the all-teacher estimate (its seconds and tokens)
+    priced with `cfg.quote`."""
     q = cfg.quote
     try:
         teacher_hw, train_hw, mine_hw = q.price(q.teacher), q.price(q.train), q.price(q.mine)
@@ -265,9 +270,8 @@ def dollars(cfg, stages: dict, all_teacher_s: float | None, annotation_stats: di
         f"{q.mine.hardware} at ${mine_hw.usd_per_hour:g}/h, tokens ${q.teacher_usd_per_m_input_tokens:g} / "
         f"${q.teacher_usd_per_m_output_tokens:g} per million in / out")}
     if all_teacher_s is not None:
-        per_doc = 1 / annotated if annotated else 0.0  # tokens scale with documents
         out["all_teacher"] = (all_teacher_s * hourly(teacher_hw, q.teacher.units)
-                              + token_usd(tokens_in * per_doc * docs, tokens_out * per_doc * docs))
+                              + token_usd(all_teacher_tokens["input"], all_teacher_tokens["output"]))
     return out
 
 

@@ -9,6 +9,7 @@ workers through the object store, and sharded by Ray Train's distributed sampler
 
 from __future__ import annotations
 
+import math
 import shutil
 import signal
 import tempfile
@@ -66,10 +67,13 @@ def train_loop_per_worker(config: dict) -> None:
     total_steps = max(1, len(loader) * config["epochs"])
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total_steps), total_steps)
     rank = ray.train.get_context().get_world_rank()
+    on_batch = StepsReported.reporter(config["progress"]) if rank == 0 and config.get("progress") is not None else None
     for epoch in range(config["epochs"]):
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        loss = run_epoch(model, loader, optimizer, scheduler, pos_weight=config["pos_weight"])
+        loss = run_epoch(model, loader, optimizer, scheduler, pos_weight=config["pos_weight"], on_batch=on_batch)
+        if on_batch is not None:
+            on_batch.flush()
         metrics = {"epoch": epoch + 1, "loss": loss}
         if epoch + 1 == config["epochs"] and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
@@ -81,9 +85,10 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
 
 
-class EpochsReported:
-    """Epochs finished, as Ray Train's controller sees each `ray.train.report`: a
-    callback on the controller pushes them into a Ray queue the driver polls."""
+class StepsReported:
+    """Optimizer steps done on rank 0, which every worker matches: rank 0 pushes its
+    count into a Ray queue every few seconds and the driver's progress bar polls it,
+    so training moves within an epoch, not only at its end."""
 
     def __init__(self):
         from ray.util.queue import Queue
@@ -91,16 +96,28 @@ class EpochsReported:
         self.queue = Queue(actor_options={"num_cpus": 0})  # never waits for a core the workers hold
         self.done = 0
 
-    def callback(self):
-        from ray.train import UserCallback
+    @staticmethod
+    def total(n_examples: int, workers: int, batch_size: int, epochs: int) -> int:
+        """Steps per worker over all epochs (DistributedSampler pads shards to equal size)."""
+        return epochs * math.ceil(math.ceil(n_examples / workers) / batch_size)
 
-        queue = self.queue
+    @staticmethod
+    def reporter(queue, every_s: float = 2.0):
+        """A worker-side `on_batch` that counts steps and puts the count now and then."""
+        state = {"steps": 0, "sent": 0.0}
 
-        class ReportEpochs(UserCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                queue.put(max((m.get("epoch", 0) for m in metrics), default=0))
+        def on_batch() -> None:
+            state["steps"] += 1
+            now = time.monotonic()
+            if now - state["sent"] >= every_s:
+                state["sent"] = now
+                queue.put(state["steps"])
 
-        return ReportEpochs()
+        def flush() -> None:
+            queue.put(state["steps"])
+
+        on_batch.flush = flush
+        return on_batch
 
     def __call__(self) -> int:
         while not self.queue.empty():
@@ -139,22 +156,23 @@ def fit(examples: list[dict], cfg: RunConfig, out: Path, storage: Path, pos_weig
         raise ValueError("no training examples")
     out, storage = Path(out), Path(storage)
     started = time.monotonic()
-    epochs = EpochsReported()
+    steps = StepsReported()
+    total = StepsReported.total(len(examples), cfg.train.num_workers, cfg.train.batch_size, cfg.train.epochs)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "examples": ray.put(examples), "base": cfg.proxy.base, "max_length": cfg.proxy.max_length,
             "stride": cfg.proxy.stride, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
-            "epochs": cfg.train.epochs, "pos_weight": pos_weight, "seed": cfg.seed,
+            "epochs": cfg.train.epochs, "pos_weight": pos_weight, "seed": cfg.seed, "progress": steps.queue,
         },
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu),
-        run_config=RayRunConfig(name="proxy", storage_path=str(storage), callbacks=[epochs.callback()]),
+        run_config=RayRunConfig(name="proxy", storage_path=str(storage)),
     )
     try:
-        with watch(description, cfg.train.epochs, epochs, unit="epochs"), sigint_handler_kept():
+        with watch(f"{description} ({cfg.train.epochs} epochs)", total, steps, unit="steps"), sigint_handler_kept():
             result = trainer.fit()
     finally:
-        epochs.close()
+        steps.close()
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint: {result.error}")
     staging = out.with_name(out.name + ".tmp")

@@ -118,6 +118,11 @@ def test_annotate_through_ray_data_llm(server, key, ray_local, tmp_path):
     assert len(set(probs.values())) > 1  # scored from logprobs, not a constant
     t = stats["teacher"]
     assert t["calls"] == 6 and t["calls_by_op"] == {"label": 3, "span": 3}
+    per_op = t["per_op"]  # seconds and tokens per call of each kind: what the teacher-alone baseline scales
+    assert set(per_op) == {"label", "span"} and per_op["label"]["input_tokens_per_call"] > 300
+    assert per_op["span"]["output_tokens_per_call"] >= 1
+    assert t["docs_per_s"] == pytest.approx(1 / (per_op["label"]["s_per_call"] + per_op["span"]["s_per_call"]), rel=0.01)
+    assert stats["keep_fraction"] == round(sum(p >= 0.5 for p in probs.values()) / 3, 4)
     assert t["stats"]["calls"] == 6 and t["stats"]["prompt_tokens"] > 3 * 300
     assert t["stats"]["completion_tokens"] >= 3 and t["stats"]["errors"] == {}
     assert isinstance(stats["rejected"], dict)

@@ -73,6 +73,29 @@ def test_watch_polls_work_done_elsewhere(capsys):
         prog.set_mode("loud")
 
 
+def test_training_steps_reach_the_driver_from_a_ray_worker(ray_local):
+    import ray
+
+    from falconer_ray.train import StepsReported
+
+    # 2 workers share 21 examples: 11 each, in batches of 4 -> 3 steps per epoch
+    assert StepsReported.total(21, workers=2, batch_size=4, epochs=2) == 6
+    steps = StepsReported()
+
+    @ray.remote(num_cpus=0)
+    def worker(queue, n):
+        on_batch = StepsReported.reporter(queue, every_s=0.0)
+        for _ in range(n):
+            on_batch()
+        on_batch.flush()
+
+    try:
+        ray.get(worker.remote(steps.queue, 5))
+        assert steps() == 5 and steps() == 5  # polling again keeps the count
+    finally:
+        steps.close()
+
+
 def test_cli_global_flags_reach_the_commands(tmp_path):
     """`falconer --log-json plan --plan FILE` in a real process: stderr holds only JSON."""
     plan = tmp_path / "plan.json"

@@ -84,7 +84,16 @@ def test_compare_sets_quote_against_the_run():
     total = rows["total seconds (annotate + train + mine)"]
     assert (total["quoted"], total["actual"], total["actual_over_quoted"]) == (170, 210.0, 1.24)
     cached = compare(quote, {**report, "teacher": {"calls": 0, "seconds": 0.0}})
-    assert "cache" in cached["note"]
+    assert "cache" in cached["note"] and "teacher-alone seconds (estimated)" not in {r["what"] for r in cached["rows"]}
+    # the teacher-alone baseline, quoted from the pilot and recomputed from the run's own teacher timings
+    quote["all_teacher"] = {"teacher_calls": 1250, "total_s": 4000.0}
+    report.update(plan=PLAN.model_dump(by_alias=True), teacher={
+        "calls": 40, "seconds": 150.0, "keep_fraction": 0.5,
+        "per_op": {"label": {"s_per_call": 1.0}, "span": {"s_per_call": 4.0}}})
+    rows = {r["what"]: r for r in compare(quote, report)["rows"]}
+    assert rows["teacher-alone calls (estimated)"]["actual"] == 1000 + 500
+    assert rows["teacher-alone seconds (estimated)"] == {"what": "teacher-alone seconds (estimated)", "quoted": 4000.0,
+                                                         "actual": 1000 * 1.0 + 500 * 4.0, "actual_over_quoted": 0.75}
 
 
 def test_quote_cli_rejects_bad_input(tmp_path):

@@ -48,8 +48,10 @@ def make_run(tmp_path, n=400, confusion=None, teacher_scores=(), teacher_stats=N
         for i, p in enumerate(teacher_scores):
             f.write(json.dumps({"doc_id": f"t{i}", "text": HOSTILE, "split": "train", "labels": {"positive": p},
                                 "spans": {"people": [ann_lee]}}) + "\n")
-    write_json(run.annotation_stats, {"teacher": {"model": "embedded:test", "calls": 4, "seconds": 8.0, "docs_per_s": 0.5},
-                                      "docs": 2 + len(teacher_scores), "cached": {"label": 0, "span": 0},
+    per_op = {op: {"s_per_call": 1.0, "input_tokens_per_call": 100, "output_tokens_per_call": 5} for op in ("label", "span")}
+    write_json(run.annotation_stats, {"teacher": {"model": "embedded:test", "calls": 4, "seconds": 8.0, "docs_per_s": 0.5,
+                                                  "per_op": per_op},
+                                      "docs": 2 + len(teacher_scores), "keep_fraction": 0.5, "cached": {"label": 0, "span": 0},
                                       "rejected_spans": {}, **(teacher_stats or {})})
     cells = confusion or {"tp": 3, "fp": 1, "fn": 1, "tn": 3}
     accuracy = round((cells["tp"] + cells["tn"]) / sum(cells.values()), 4)
@@ -114,8 +116,9 @@ def test_report_html_content(tmp_path):
     assert html.count("<svg") == 5  # proxy and teacher label histograms, throughput, time, dollars
     for link in ("plan.json", "results/", "errors/", "annotations/annotations.jsonl"):
         assert f'href="{link}"' in html
-    # 8 s teacher + 30 s training + 4 s mining vs 400 docs / 0.5 docs/s, all at the default $0.10/h
-    assert f"${42 * 0.1 / 3600:.4g} / ${800 * 0.1 / 3600:.4g}" in html
+    # 8 s teacher + 30 s training + 4 s mining vs the teacher alone (1 s per call): the label step on
+    # 400 documents, the span step on the half it keeps, all at the default $0.10/h
+    assert f"${42 * 0.1 / 3600:.4g} / ${600 * 0.1 / 3600:.4g}" in html
     assert re.search(r"<code>empty_text</code></td><td class=\"num\">8<", html)
     assert re.search(r"<code>malformed_json</code></td><td class=\"num\">[1-9]", html)
 
@@ -152,9 +155,10 @@ def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
     run = make_run(tmp_path, n=100)
     write_json(run.path / "quote.json", {"corpus": {"docs": 100}, "falconer": {
         "teacher_calls": 4, "seconds": {"annotate": 16.0, "train": 30.0, "mine": 2.0}},
+        "all_teacher": {"teacher_calls": 150, "total_s": 275.0},
         "measured": {"teacher": {"label": {"s_per_call": 1.5}, "span": {"s_per_call": 2.5}}}})
     stats = json.loads(run.annotation_stats.read_text())  # as after a rerun served from the cache
-    stats["teacher"].update(calls=0, seconds=0.0, docs_per_s=None)
+    stats["teacher"].update(calls=0, seconds=0.0, docs_per_s=None, per_op={})
     write_json(run.annotation_stats, stats)
     result = CliRunner().invoke(app, ["report", str(run.path)])
     assert result.exit_code == 0, result.output
@@ -165,7 +169,9 @@ def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
     html = (run.path / "report.html").read_text()
     assert 'id="quote"' in html and "<td>annotation seconds</td>" in html
     assert "measured by the quote&#39;s pilot" in html  # 1 / (1.5 s + 2.5 s) per document
-    assert re.search(r"teacher over all 100 documents.*?<td class=\"num\">400 s<", html, re.S)
+    # teacher alone: the label step on all 100, the span step on the half its labels kept in annotation
+    assert re.search(r"teacher over all 100 documents \(estimated: 150 calls.*?<td class=\"num\">275 s<", html, re.S)
+    assert "<td>teacher-alone calls (estimated)</td>" in html
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "falconer plan" in missing.output
 

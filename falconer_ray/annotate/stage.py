@@ -13,12 +13,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from falconer_ray.all_teacher import seconds_per_document, teacher_per_op
 from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
 from falconer_ray.config import RunConfig
 from falconer_ray.plan import Plan
 from falconer_ray.progress import progress
 from falconer_ray.rundir import RunDir, write_json
 from falconer_ray.sample import is_heldout
+from falconer_ray.teacher.base import TeacherStats
 
 
 def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, run: RunDir) -> dict:
@@ -32,19 +34,24 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
     texts = [d["text"] for d in docs]
     labels, spans, shown = {}, {}, None
     calls, rejected = Counter(), Counter()
+    spent_by_op = {"label": TeacherStats(), "span": TeacherStats()}
     failed: dict[int, dict] = {}  # doc index -> the first step the teacher failed on
     started = time.monotonic()
     before = teacher.stats.snapshot()
     retries = cfg.teacher.retries
     for step in plan.label_steps:
+        step_before = teacher.stats.snapshot()
         with progress(f"teacher get_label '{step.id}'", len(texts)) as advance:
             out = cached_label(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
+        spent_by_op["label"].merge(teacher.stats.since(step_before))
         labels[step.id], shown = out.probs, out.shown
         calls["label"] += out.calls
         _note_errors(failed, step, out.errors)
     for step in plan.span_steps:
+        step_before = teacher.stats.snapshot()
         with progress(f"teacher get_span '{step.id}'", len(texts)) as advance:
             out = cached_extract(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
+        spent_by_op["span"].merge(teacher.stats.since(step_before))
         spans[step.id], shown = out.spans, out.shown
         calls["span"] += out.calls
         rejected.update(out.rejected)
@@ -70,13 +77,22 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
 
     spent = teacher.stats.since(before)
     teacher_seconds = spent.seconds
-    paid_docs = max(calls.values(), default=0)
+    # per call of each kind, from the calls paid for: cache hits cost nothing and say nothing
+    per_op = teacher_per_op(dict(calls), {k: v.seconds for k, v in spent_by_op.items()},
+                            {k: v.prompt_tokens for k, v in spent_by_op.items()},
+                            {k: v.completion_tokens for k, v in spent_by_op.items()})
+    per_doc_s = seconds_per_document(per_op, len(plan.label_steps), len(plan.span_steps))
     ok = [d for i, d in enumerate(docs) if i not in failed]
+    kept = [plan.keeps({k: v[i] >= 0.5 for k, v in labels.items()}) for i in range(len(docs)) if i not in failed]
     stats = {
         "teacher": {"model": teacher.name, "calls": sum(calls.values()), "calls_by_op": dict(calls),
                     "seconds": round(teacher_seconds, 3),
-                    "docs_per_s": round(paid_docs / teacher_seconds, 3) if calls and teacher_seconds > 0 else None,
+                    # documents annotated for every step per teacher second
+                    "docs_per_s": round(1 / per_doc_s, 4) if per_doc_s > 0 and len(per_op) == len(
+                        {s.op for s in plan.steps}) else None,
+                    "per_op": per_op,
                     "stats": spent.to_dict()},
+        "keep_fraction": round(sum(kept) / len(kept), 4) if kept else None,
         "docs": len(ok),
         "docs_failed": len(failed),
         "errors_by_reason": dict(Counter(f["reason"] for f in failed.values())),

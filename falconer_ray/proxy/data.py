@@ -89,8 +89,9 @@ def collate(examples: list[dict], pad_id: int | None = None) -> dict[str, torch.
 
 
 def run_epoch(model, loader, optimizer, scheduler=None, pos_weight: float | None = None,
-              max_grad_norm: float | None = 1.0) -> float:
-    """Train one pass over `loader`; returns the mean batch loss.
+              max_grad_norm: float | None = 1.0, on_batch=None) -> float:
+    """Train one pass over `loader`; returns the mean batch loss. `on_batch()` is
+    called after every optimizer step (progress).
 
     `model` may be a ProxyModel or its DDP wrapper (Ray Train's prepare_model):
     the forward goes through the wrapper so gradient sync hooks fire, and the loss
@@ -116,4 +117,6 @@ def run_epoch(model, loader, optimizer, scheduler=None, pos_weight: float | None
             scheduler.step()
         total += float(loss.detach())
         n += 1
+        if on_batch is not None:
+            on_batch()
     return total / max(n, 1)
