@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from falconer_ray.cli_bench import bench_app
-from falconer_ray.cli_options import (ConfigFile, JsonOut, Out, PlanFile, Replicas, RunPath, TeacherKeyEnv,
+from falconer_ray.cli_options import (ConfigFile, JsonOut, Out, PlanFile, ProxyRuntime, Replicas, RunPath, TeacherKeyEnv,
                                       TeacherKind, TeacherModel, TeacherUrl, TextField, existing_run, friendly,
                                       load_config, teacher_flags, widen_help_off_terminal)
 from falconer_ray.config import RunConfig, merge
@@ -131,6 +131,7 @@ def mine(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 5).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray Train workers.")] = None,
     gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="Train and mine on GPUs.")] = None,
+    proxy_runtime: ProxyRuntime = None,
     jsonl: Annotated[Optional[bool], typer.Option("--jsonl/--no-jsonl", help="Also write results.jsonl.")] = None,
     keep_text: Annotated[Optional[bool], typer.Option("--keep-text/--no-keep-text", help="Copy texts into results/ (and show them in report.html).")] = None,
     quote: Annotated[bool, typer.Option("--quote", help="First write quote.json (see `falconer quote`); "
@@ -157,7 +158,7 @@ def mine(
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
                       **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
-                      "mine.jsonl": jsonl, "mine.keep_text": keep_text,
+                      "proxy.runtime": proxy_runtime and proxy_runtime.value, "mine.jsonl": jsonl, "mine.keep_text": keep_text,
                       "mine.target_agreement": target_agreement, "mine.delta": delta})
     report = mine_all(cfg, out, plan, quote=quote, resume=resume)
     _show(report, RunDir(out))
@@ -247,7 +248,8 @@ def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option(help="
 @app.command()
 @friendly
 def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Mine another corpus with this proxy.")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run: finish missing stages, keep mined units.")] = False):
+        resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run: finish missing stages, keep mined units.")] = False,
+        proxy_runtime: ProxyRuntime = None):
     """Mine the corpus with the trained proxy and write results/, errors/, report.json and report.html.
 
     After an interrupted run (killed, out of memory, lost node), --resume finishes it: stages
@@ -258,7 +260,8 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
     from falconer_ray.pipeline import finish, run_stages, stage_mine
 
     run_path = existing_run(run_dir)
-    cfg = load_config(None, run_path, corpus=str(corpus.resolve()) if corpus else None)
+    cfg = load_config(None, run_path, corpus=str(corpus.resolve()) if corpus else None,
+                      **{"proxy.runtime": proxy_runtime and proxy_runtime.value})
     if resume:
         _show(run_stages(run_path, cfg, resume=True), run_path)
         return

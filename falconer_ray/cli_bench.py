@@ -26,6 +26,7 @@ def bench_throughput(
     proxy: Annotated[Optional[Path], typer.Option(help="A trained proxy folder (default: a fresh one of the configured base).")] = None,
     bare_seconds: Annotated[float, typer.Option(min=1, help="Length of each bare-forward measurement.")] = 30.0,
     gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per proxy actor (and per bare-forward worker).")] = False,
+    runtimes: Annotated[str, typer.Option(help="Proxy runtimes to compare side by side: torch, onnx-int8 (CPU only).")] = "torch,onnx-int8",
     config: ConfigFile = None,
     json_file: JsonOut = None,
 ):
@@ -37,9 +38,16 @@ def bench_throughput(
 
     if proxy is not None and not (proxy / "proxy.json").is_file():
         raise FileNotFoundError(f"{proxy} is not a proxy folder (no proxy.json): pass a run's proxy/ folder")
+    names = tuple(r.strip() for r in runtimes.split(",") if r.strip())
+    unknown = set(names) - {"torch", "onnx-int8"}
+    if unknown or not names:
+        raise ValueError(f"--runtimes must be torch and/or onnx-int8, comma-separated (got {runtimes!r})")
+    if gpu and "onnx-int8" in names:
+        names = tuple(r for r in names if r != "onnx-int8")  # a CPU runtime: nothing to compare on GPUs
     cfg = load_config(config, **{"mine.gpus_per_actor": 1.0 if gpu else None})
     emit_json(run_throughput(docs, source, teacher_docs, int_list(actors, "--actors"), cfg,
-                         str(proxy) if proxy else None, bare_seconds), json_file)
+                         str(proxy) if proxy else None, bare_seconds, ("torch",) + tuple(r for r in names if r != "torch")),
+              json_file)
 
 
 @bench_app.command("memory")

@@ -4,6 +4,7 @@ and the one-line error handling every command gets."""
 from __future__ import annotations
 
 import json
+from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
@@ -58,6 +59,16 @@ def friendly(fn):
 
 
 Replicas = Annotated[int, typer.Option(min=1, help="Serve replicas, each holding one proxy (resources as a mining actor).")]
+class Runtime(str, Enum):
+    torch = "torch"
+    onnx_int8 = "onnx-int8"
+
+
+ProxyRuntime = Annotated[Optional[Runtime], typer.Option(
+    "--proxy-runtime",
+    help="What runs the proxy while mining: torch (default), or onnx-int8 on CPUs (needs onnxruntime and onnx: the onnx extra), "
+         "two to three times faster, used only if its answers match torch's on the annotated documents "
+         "(proxy.int8_max_disagreement).")]
 
 
 def load_config(config: Path | None, run: RunDir | None = None, **flags) -> RunConfig:

@@ -81,6 +81,8 @@ class ProxyConfig(BaseModel):
     max_length: int = Field(256, ge=64, le=4096, description="Tokens per window (instruction + text).")
     stride: int = Field(64, ge=0, le=1024, description="Tokens of overlap between windows of a long document.")
     label_pooling: Literal["mean", "max"] = Field("mean", description="How window label scores combine per document.")
+    runtime: Literal["torch", "onnx-int8"] = Field("torch", description="What runs the proxy while mining and serving: torch, or onnx-int8 on CPUs (the `onnx` extra), two to three times faster, used only when its answers differ from torch's on at most int8_max_disagreement of the annotated documents.")
+    int8_max_disagreement: float = Field(0.02, ge=0, le=1, description="onnx-int8: largest share of checked documents whose answer may change; above it, mining uses torch.")
 
 
 class TrainConfig(BaseModel):

@@ -115,7 +115,8 @@ class ProxyStage:
         torch.set_num_threads(max(1, threads))
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
-        self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward())
+        self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
+                                runtime=self.cfg.proxy.runtime)
         self.threshold = threshold  # cascade: below it, the teacher answers
         cascade = threshold is not None
         self.schema = output_schema(self.plan, self.cfg.mine.keep_text, cascade, routed_text=cascade)
@@ -193,8 +194,10 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
 
     DataContext.get_current().target_max_block_size = cfg.mine.block_bytes
     from falconer_ray.routing import TeacherStage, load_threshold
+    from falconer_ray.runtime_choice import choose_runtime
 
     proxy_dir = run.require(run.proxy, "train")
+    cfg, runtime = choose_runtime(run, plan, cfg)
     threshold = load_threshold(run, cfg)
     read_args = (cfg.text_field, cfg.id_field, cfg.text_unit)
     shards = corpus_shards(cfg.corpus, cfg.limit, *read_args)
@@ -263,6 +266,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     mined_docs = sum(store.entries[u]["rows"] for u in store.entries if u not in reused)
     stats = {**counts, "mine_s": round(mined_s, 3), "actors": [low, high], "docs_per_call": per_call,
              "proxy_docs_per_s": round(mined_docs / mined_s, 3) if mined_s > 0 and mined_docs else None,
+             "runtime": runtime,
              "units": {"total": len(store.entries), "reused": len(reused), "mined": collector.committed,
                        "unit_rows": unit_rows, "commit_s": round(collector.seconds, 3)},
              "fingerprint": fp}

@@ -44,6 +44,7 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
             "docs_per_s": mined.get("proxy_docs_per_s"),
             "mine_s": mined.get("mine_s"),
             "actors": mined.get("actors"),
+            "runtime": mined.get("runtime"),
             "train": trained,
         },
         "agreement": agreement if agreement is not None else read_json(run.report).get("agreement"),

@@ -85,7 +85,8 @@ class MineServer:
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
         torch.set_num_threads(max(1, int(self.cfg.mine.cpus_per_actor)))
-        self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward())
+        self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
+                                runtime=self.cfg.proxy.runtime)
         self.max_batch, self.max_bytes, self.token_sha256 = max_batch, max_request_bytes, token_sha256
         self.answer = serve.batch(max_batch_size=max(max_batch, self.cfg.mine.docs_per_call()),
                                   batch_wait_timeout_s=0.01, batch_size_fn=lambda reqs: sum(map(len, reqs)))(self._answer)
@@ -194,6 +195,9 @@ def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int 
     init_ray()
     from ray import serve
 
+    from falconer_ray.runtime_choice import choose_runtime
+
+    cfg, _ = choose_runtime(run, plan, cfg)  # the same answers online as mining gives
     if serve.status().proxies:
         raise ServeError("Ray Serve is already running on this Ray cluster; stop it first (`serve shutdown`)")
     serve.start(http_options={"host": host, "port": port})

@@ -58,7 +58,8 @@ def fingerprint(shards: list[Shard], plan, cfg, proxy_dir: Path) -> dict[str, st
         for part in key.split("."):
             node = node[part]
         picked[key] = node
-    proxy_files = sorted(p for p in Path(proxy_dir).resolve().rglob("*") if p.is_file() and p.name != "metrics.json")
+    derived = ("metrics.json", "proxy.int8.onnx")  # written beside the weights, not part of them
+    proxy_files = sorted(p for p in Path(proxy_dir).resolve().glob("*") if p.is_file() and p.name not in derived)
     return {
         "corpus": _digest([[s.rel, s.max_rows, *_stat(s.path)] for s in shards]),
         "settings": _digest(picked),

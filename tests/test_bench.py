@@ -18,7 +18,7 @@ def test_combined_rate_adds_per_document_times():
 
 
 @pytest.mark.parametrize("args", [["throughput", "--actors", "0"], ["throughput", "--actors", "one"],
-                                  ["memory", "--docs", "10,x"]])
+                                  ["throughput", "--runtimes", "torch,tensorrt"], ["memory", "--docs", "10,x"]])
 def test_bad_bench_arguments_are_clear_errors(args):
     result = CliRunner().invoke(app, ["bench", *args])
     assert result.exit_code == 2
@@ -29,9 +29,14 @@ def test_bad_bench_arguments_are_clear_errors(args):
 def test_throughput_reports_every_rate_and_ratio(ray_local, cache_dir):
     from falconer_ray.bench.throughput import run_throughput
 
-    out = run_throughput(24, "rotten_tomatoes", 2, [1, 2], RunConfig(cache_dir=cache_dir), bare_seconds=2)
+    out = run_throughput(24, "rotten_tomatoes", 2, [1, 2], RunConfig(cache_dir=cache_dir), bare_seconds=2,
+                         runtimes=("torch", "onnx-int8"))
     assert out["docs"] == 24 and out["teacher_docs"] == 2 and out["actors"] == 2
-    for part in (out, out["get_label"], out["get_span"]):
+    int8 = out["runtimes"]["onnx-int8"]
+    for part, torch_part in ((int8, out), (int8["get_label"], out["get_label"]), (int8["get_span"], out["get_span"])):
+        assert part["speedup_vs_torch"] == pytest.approx(part["proxy_docs_per_s"] / torch_part["proxy_docs_per_s"], rel=0.01)
+        assert part["teacher_docs_per_s"] == torch_part["teacher_docs_per_s"]  # the same teacher measurement
+    for part in (out, out["get_label"], out["get_span"], int8, int8["get_label"], int8["get_span"]):
         for key in ("teacher_docs_per_s", "proxy_docs_per_s", "bare_forward_docs_per_s"):
             assert part[key] > 0, key
         assert part["speedup_vs_teacher"] == pytest.approx(part["proxy_docs_per_s"] / part["teacher_docs_per_s"], rel=0.01)

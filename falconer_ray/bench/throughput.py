@@ -57,14 +57,14 @@ def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
 
 
 def _bare_worker(proxy_dir: str, texts: list[str], instruction: str, batch_size: int, threads: int,
-                 device: str, start_at: float, seconds: float) -> tuple[int, float]:
+                 device: str, start_at: float, seconds: float, runtime: str = "torch") -> tuple[int, float]:
     """One worker sized like a mining actor: tokenize first, then forward only, inside the shared window."""
     import torch
 
     from falconer_ray.proxy import Proxy, encode_windows
 
     torch.set_num_threads(threads)
-    proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size)
+    proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime)
     windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
     batches = list(proxy.tensor_batches(windows))
     per_window = len(texts) / len(windows)
@@ -85,7 +85,7 @@ def _bare_worker(proxy_dir: str, texts: list[str], instruction: str, batch_size:
 
 def bare_forward_rate(proxy_dir: str, texts: list[str], instruction: str, workers: int,
                       cfg: RunConfig, seconds: float) -> float:
-    """Docs/s of `workers` forward loops at once, each a Ray task with a mining actor's resources."""
+    """Docs/s of `workers` forward loops at once (cfg.proxy.runtime), each a Ray task with a mining actor's resources."""
     import ray
 
     gpus = cfg.mine.gpus_per_actor
@@ -93,22 +93,24 @@ def bare_forward_rate(proxy_dir: str, texts: list[str], instruction: str, worker
     shards = [texts[i::workers] for i in range(workers)]
     start_at = time.time() + 20.0  # room to load and tokenize before the shared window opens
     args = (instruction, cfg.mine.windows_per_forward(), max(1, int(cfg.mine.cpus_per_actor)), "cuda" if gpus else "cpu")
-    results = ray.get([task.remote(proxy_dir, s, *args, start_at, seconds) for s in shards])
+    results = ray.get([task.remote(proxy_dir, s, *args, start_at, seconds, cfg.proxy.runtime) for s in shards])
     return sum(done / secs for done, secs in results)
 
 
 def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, actors: int, work: Path) -> float:
-    """Docs/s of the real mining stage with a fixed pool of `actors`."""
+    """Docs/s of the real mining stage with a fixed pool of `actors` (cfg.proxy.runtime)."""
     from falconer_ray.mine import mine
     from falconer_ray.rundir import RunDir
 
-    run = RunDir(work / f"{plan.steps[0].id}-{actors}").create()
+    run = RunDir(work / f"{plan.steps[0].id}-{actors}-{cfg.proxy.runtime}").create()
     if not run.proxy.exists():
         run.proxy.symlink_to(proxy_dir, target_is_directory=True)
     cfg = merge(cfg, {"corpus": str(corpus), "id_field": "id", "mine.actors": actors, "mine.min_actors": actors})
     stats = mine(plan, cfg, run)
     if stats["docs_error"]:
         raise RuntimeError(f"{stats['docs_error']} documents failed during the benchmark; see {run.errors}")
+    if stats["runtime"]["used"] != cfg.proxy.runtime:
+        raise RuntimeError(f"mining ran {stats['runtime']['used']}, not {cfg.proxy.runtime}: {stats['runtime'].get('fallback')}")
     return stats["docs_in"] / stats["mine_s"]
 
 
@@ -121,7 +123,9 @@ def fresh_proxy(cfg: RunConfig, folder: Path) -> Path:
 
 
 def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int], cfg: RunConfig,
-                   proxy_dir: str | None = None, bare_seconds: float = 30.0) -> dict:
+                   proxy_dir: str | None = None, bare_seconds: float = 30.0, runtimes: tuple[str, ...] = ("torch",)) -> dict:
+    """The issue's fields for the torch proxy at the top level; every other runtime in
+    `runtimes` under `runtimes.NAME`, measured the same way, with its speedup over torch."""
     from falconer_ray.bench.corpus import bench_texts, write_corpus
     from falconer_ray.mine import call_size
     from falconer_ray.ray_env import init_ray
@@ -152,6 +156,8 @@ def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int],
             bare = bare_forward_rate(str(proxy), texts, instruction, top, cfg, bare_seconds)
             result[name] = {"teacher_docs_per_s": teacher[name], "proxy_docs_per_s": proxy_rate,
                             "bare_forward_docs_per_s": bare}
+        others = {rt: runtime_rates(corpus, proxy, texts, plans, cfg, rt, top, work, bare_seconds, teacher)
+                  for rt in runtimes if rt != "torch"}
     both = {key: _combined(result["get_label"][key], result["get_span"][key]) for key in result["get_label"]}
     out = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
@@ -166,7 +172,31 @@ def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int],
         r["overhead"] = 1.0 - r["proxy_docs_per_s"] / r["bare_forward_docs_per_s"]
     if len(scaling) > 1:
         out["actor_scaling"]["ratio_max_vs_min"] = scaling[top] / scaling[min(scaling)]
+    if others:
+        out["runtimes"] = {}
+        for rt, parts in others.items():
+            both = {key: _combined(parts["get_label"][key], parts["get_span"][key]) for key in parts["get_label"]}
+            entry = out["runtimes"][rt] = {**both, **parts}
+            for r, base in ((entry, out), (entry["get_label"], out["get_label"]), (entry["get_span"], out["get_span"])):
+                r["speedup_vs_teacher"] = r["proxy_docs_per_s"] / r["teacher_docs_per_s"]
+                r["speedup_vs_torch"] = r["proxy_docs_per_s"] / base["proxy_docs_per_s"]
+                r["overhead"] = 1.0 - r["proxy_docs_per_s"] / r["bare_forward_docs_per_s"]
     return _rounded(out)
+
+
+def runtime_rates(corpus: Path, proxy: Path, texts: list[str], plans: dict, cfg: RunConfig, runtime: str,
+                  actors: int, work: Path, bare_seconds: float, teacher: dict) -> dict:
+    """Pipeline and bare-forward docs/s of one more proxy runtime, per primitive. Speed
+    only: mining's own check of its answers against torch is told to pass here."""
+    cfg = merge(cfg, {"proxy.runtime": runtime, "proxy.int8_max_disagreement": 1.0})
+    out = {}
+    for name, plan in plans.items():
+        console.print(f"[bold]proxy pipeline[/] {name}, {runtime}, {actors} actor(s), {len(texts)} documents")
+        rate = pipeline_rate(corpus, proxy, plan, cfg, actors, work)
+        console.print(f"[bold]bare forward[/] {name}, {runtime}, {actors} worker(s), {bare_seconds:.0f}s")
+        bare = bare_forward_rate(str(proxy), texts, plan.steps[0].instruction, actors, cfg, bare_seconds)
+        out[name] = {"teacher_docs_per_s": teacher[name], "proxy_docs_per_s": rate, "bare_forward_docs_per_s": bare}
+    return out
 
 
 def _rounded(d):

@@ -41,9 +41,21 @@ class Proxy:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device | None = None,
-             batch_size: int = 32, dtype: torch.dtype | None = None) -> "Proxy":
+             batch_size: int = 32, dtype: torch.dtype | None = None, runtime: str = "torch") -> "Proxy":
+        """`runtime`: "torch", or "onnx-int8" (CPU only) for the cached quantized graph
+        (`falconer_ray.proxy.int8`), built on first use."""
         model = ProxyModel.load(directory, map_location="cpu")
-        return cls(model, device=device, batch_size=batch_size, dtype=dtype)
+        if runtime == "torch":
+            return cls(model, device=device, batch_size=batch_size, dtype=dtype)
+        if runtime != "onnx-int8":
+            raise ValueError(f"proxy runtime must be 'torch' or 'onnx-int8', not {runtime!r}")
+        from falconer_ray.proxy import int8
+
+        if (why := int8.available()) is not None:
+            raise RuntimeError(why)
+        proxy = cls(model, device="cpu", batch_size=batch_size)
+        proxy.model = int8.Int8Forward(int8.export_int8(directory))  # the torch weights are not needed
+        return proxy
 
     def tensor_batches(self, windows: list[Window]):
         """Windows sorted by length, cut into batches that pad only to their own longest."""

@@ -1,0 +1,106 @@
+"""proxy.runtime onnx-int8: the quantized graph and its cache, the check against torch
+that decides whether mining may use it, and mining with it on real Ray."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from falconer_ray.bench.corpus import bench_texts, write_corpus
+from falconer_ray.bench.throughput import fresh_proxy
+from falconer_ray.config import RunConfig, merge
+from falconer_ray.mine import Answer
+from falconer_ray.plan import Plan
+from falconer_ray.proxy import Proxy
+from falconer_ray.proxy.int8 import INT8_NAME
+from falconer_ray.runtime_choice import choose_runtime, differs
+from falconer_ray.spans import Span
+from mining_helpers import PLAN, split_point
+from test_faults import mined_run, outputs
+
+LABEL, SPAN = PLAN["steps"][0]["instruction"], PLAN["steps"][1]["instruction"]
+
+
+@pytest.fixture(scope="module")
+def proxy_dir(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)  # untrained heads: the same ones every run
+    return fresh_proxy(RunConfig(), tmp_path_factory.mktemp("int8") / "proxy")
+
+
+def test_int8_scores_track_torch_and_the_graph_is_cached(proxy_dir):
+    texts = bench_texts(40, "rotten_tomatoes") + ["word " * 600]  # one long document: several windows
+    exact, fast = Proxy.load(proxy_dir), Proxy.load(proxy_dir, runtime="onnx-int8")
+    graph = proxy_dir / INT8_NAME
+    assert graph.is_file()
+    diff = np.abs(exact.label_scores(texts, LABEL) - fast.label_scores(texts, LABEL))
+    assert diff.max() < 0.03 and diff.mean() > 0  # close, and really another runtime
+    _, sure_exact = exact.extract_with_confidence(texts, SPAN)
+    _, sure_fast = fast.extract_with_confidence(texts, SPAN)
+    assert np.abs(sure_exact - sure_fast).max() < 0.05
+    assert fast.last_windows[-1] > 1
+    built = graph.stat().st_mtime_ns
+    Proxy.load(proxy_dir, runtime="onnx-int8")
+    assert graph.stat().st_mtime_ns == built  # reused
+    weights = proxy_dir / "proxy.safetensors"
+    later = graph.stat().st_mtime + 10
+    os.utime(weights, (later, later))  # the proxy was retrained in place
+    Proxy.load(proxy_dir, runtime="onnx-int8")
+    assert graph.stat().st_mtime_ns != built
+    with pytest.raises(ValueError, match="'torch' or 'onnx-int8'"):
+        Proxy.load(proxy_dir, runtime="tensorrt")
+
+
+def test_differs_reads_answers_as_the_results_would():
+    plan = Plan.model_validate(PLAN)
+    ann = Span(0, 3, "Ann", 0.9)
+    base = Answer(True, {"positive": 0.8}, {"people": [ann]})
+    assert not differs(base, Answer(True, {"positive": 0.7}, {"people": [Span(0, 3, "Ann", 0.6)]}), plan, 0.5)
+    assert differs(base, Answer(True, {"positive": 0.8}, {"people": []}), plan, 0.5)
+    assert differs(base, Answer(False, {"positive": 0.4}, {}), plan, 0.5)
+    assert differs(Answer(False, {"positive": 0.45}, {}), Answer(False, {"positive": 0.55}, {}), plan, 0.5)
+
+
+def test_int8_is_refused_where_its_answers_could_not_be_trusted(tmp_path):
+    plan = Plan.model_validate(PLAN)
+    asked = RunConfig(proxy={"runtime": "onnx-int8"})
+    for extra, why in (({"mine.target_agreement": 0.9}, "cascade"), ({"mine.gpus_per_actor": 1.0}, "CPUs only")):
+        cfg, info = choose_runtime(None, plan, merge(asked, extra))
+        assert cfg.proxy.runtime == "torch" and info["used"] == "torch" and why in info["fallback"]
+    cfg, info = choose_runtime(None, plan, RunConfig())
+    assert info == {"requested": "torch", "used": "torch"}
+
+
+@pytest.mark.slow
+def test_mining_with_int8_gives_the_torch_answers(ray_local, proxy_dir, tmp_path, cache_dir):
+    texts = bench_texts(400, "rotten_tomatoes")
+    corpus = write_corpus(texts, tmp_path / "corpus", shards=4)
+    exact = Proxy.load(proxy_dir)
+    spans = [s.score for found in exact.extract(texts[:60], SPAN, threshold=0.0) for s in found]
+    cfg = RunConfig(corpus=str(corpus), id_field="id", cache_dir=cache_dir, mine={
+        "actors": 2, "min_actors": 2, "label_threshold": split_point(exact.label_scores(texts[:200], LABEL)),
+        "span_threshold": split_point(spans)})
+    from falconer_ray.mine import mine
+
+    plan = Plan.model_validate(PLAN)
+    runs = {}
+    for runtime in ("torch", "onnx-int8"):
+        run_cfg = merge(cfg, {"proxy.runtime": runtime, "proxy.int8_max_disagreement": 1.0})
+        run = mined_run(tmp_path, runtime, proxy_dir, run_cfg)
+        stats = mine(plan, run_cfg, run)
+        assert stats["accounted"] and stats["docs_in"] == 400
+        runs[runtime] = (stats, outputs(run))
+    info = runs["onnx-int8"][0]["runtime"]
+    assert info["used"] == "onnx-int8" and info["checked_docs"] == 200 and 0 < info["disagreement"] <= 1
+    torch_rows, int8_rows = runs["torch"][1], runs["onnx-int8"][1]
+    assert torch_rows.keys() == int8_rows.keys()
+    gaps = [abs(torch_rows[k]["label_positive"] - int8_rows[k]["label_positive"]) for k in torch_rows]
+    assert 0 < max(gaps) < 0.03  # every document answered by the int8 graph, close to torch
+    # untrained heads put spans anywhere: their answers differ enough to fail a strict limit,
+    # which sends mining back to torch and says why
+    strict = merge(cfg, {"proxy.runtime": "onnx-int8", "proxy.int8_max_disagreement": 0.0})
+    _, decided = choose_runtime(mined_run(tmp_path, "strict", proxy_dir, strict), plan, strict)
+    assert decided["used"] == "torch" and "int8_max_disagreement" in decided["fallback"]
