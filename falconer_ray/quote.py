@@ -9,6 +9,7 @@ section of a run config), whose figures are assumptions the output always shows.
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # config.py imports QuoteConfig from here
     from falconer_ray.config import RunConfig
 
 COUNT_CHUNK = 1 << 20
-TIMED_TRAIN_STEPS = 3  # optimizer steps timed for the training estimate, after one untimed
+TIMED_TRAIN_STEPS = 4  # optimizer steps timed for the training estimate, after one untimed
 
 
 class Hardware(BaseModel):
@@ -168,8 +169,10 @@ def time_proxy(cfg: RunConfig, plan: Plan, texts: list[str]) -> dict:
     examples, _ = build_examples(plan, rows, model.tokenizer, cfg)
     examples_per_doc = len(examples) / len(rows)
     bs = cfg.train.batch_size
+    # a seeded sample: examples come grouped by step, and one step's windows may be longer;
     # the first optimizer step pays for allocations (optimizer state, buffers): untimed
-    warm, timed = examples[:bs], examples[bs:bs * (1 + TIMED_TRAIN_STEPS)] or examples[:bs]
+    picked = random.Random(cfg.seed).sample(examples, min(len(examples), bs * (1 + TIMED_TRAIN_STEPS)))
+    warm, timed = picked[:bs], picked[bs:] or picked[:bs]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     run_epoch(model, DataLoader(warm, batch_size=bs, collate_fn=collate), optimizer)
     started = time.perf_counter()
