@@ -272,7 +272,7 @@ def make_quote(cfg: RunConfig, plan_file: str | Path | None = None, teacher=None
     for stage in (q.teacher, q.train, q.mine):
         q.price(stage)  # an unknown hardware name fails before any work
     corpus = count_documents(cfg, q.count_bytes)
-    note(f"[bold]quote[/]: {corpus['docs']:,} documents in {corpus['files']} files"
+    note(f"[bold]quote[/]: {corpus['docs']:,} documents in {corpus['files']} file{'s' if corpus['files'] != 1 else ''}"
                   + (f" ({corpus['estimated_docs']:,} extrapolated)" if corpus["estimated_docs"] else ""))
     texts = pilot_texts(cfg, max(q.pilot_docs, q.pilot_batches * cfg.mine.windows_per_forward()))
     teacher = teacher or make_run_teacher(cfg)
