@@ -19,6 +19,12 @@ def teacher_per_op(calls: dict[str, int], seconds: dict[str, float], tokens_in: 
             for op, n in calls.items() if n}
 
 
+def step_counts(plan: dict | None) -> tuple[int, int]:
+    """(label steps, span steps) of a plan as report.json holds it."""
+    ops = [s.get("op") for s in (plan or {}).get("steps", [])]
+    return ops.count("get_label"), ops.count("get_span")
+
+
 def seconds_per_document(per_op: dict, n_label: int, n_span: int) -> float:
     """Teacher seconds to annotate one document for every step (as annotation does)."""
     return n_label * _get(per_op, "label", "s_per_call") + n_span * _get(per_op, "span", "s_per_call")

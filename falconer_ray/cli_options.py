@@ -59,6 +59,8 @@ def friendly(fn):
 
 
 Replicas = Annotated[int, typer.Option(min=1, help="Serve replicas, each holding one proxy (resources as a mining actor).")]
+
+
 class Runtime(str, Enum):
     torch = "torch"
     onnx_int8 = "onnx-int8"

@@ -126,11 +126,8 @@ def pilot_texts(cfg: RunConfig, n: int) -> list[str]:
 
 def time_teacher(teacher, plan: Plan, texts: list[str]) -> dict:
     """Seconds and tokens per document for each kind of step, plus the keep rate."""
-    from falconer_ray.annotate.validate import validate_spans
-
     per_op = {}
     said_yes = [{} for _ in texts]
-    labels, spans = {}, {}
     for op, steps in (("label", plan.label_steps), ("span", plan.span_steps)):
         if not steps:
             continue
@@ -138,18 +135,17 @@ def time_teacher(teacher, plan: Plan, texts: list[str]) -> dict:
         started = time.perf_counter()
         for step in steps:
             if op == "label":
-                labels[step.id] = teacher.label(texts, step.instruction)
-                for yes, p in zip(said_yes, labels[step.id]):
+                for yes, p in zip(said_yes, teacher.label(texts, step.instruction)):
                     yes[step.id] = p >= 0.5
             else:
-                spans[step.id] = [validate_spans(t, raw)[0] for t, raw in zip(texts, teacher.extract(texts, step.instruction))]
+                teacher.extract(texts, step.instruction)
         seconds, n = time.perf_counter() - started, len(texts) * len(steps)
         per_op[op] = {"s_per_call": seconds / n,
                       "input_tokens_per_call": (teacher.stats.prompt_tokens - tokens_in) / n,
                       "output_tokens_per_call": (teacher.stats.completion_tokens - tokens_out) / n}
     # Laplace's rule: a handful of pilot answers must not promise that no document is kept
     keep = (sum(plan.keeps(y) for y in said_yes) + 1) / (len(texts) + 2) if plan.label_steps else 1.0
-    return {"per_op": per_op, "keep_fraction": keep, "labels": labels, "spans": spans}
+    return {"per_op": per_op, "keep_fraction": keep}
 
 
 def time_proxy(cfg: RunConfig, plan: Plan, texts: list[str]) -> dict:
@@ -199,8 +195,6 @@ def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dic
     n_label, n_span = len(plan.label_steps), len(plan.span_steps)
     docs, keep = corpus["docs"], teacher["keep_fraction"]
     op = teacher["per_op"]
-    t_label = op.get("label", {}).get("s_per_call", 0.0)
-    t_span = op.get("span", {}).get("s_per_call", 0.0)
     annotate_docs = min(cfg.n_annotate, docs)
     teacher_hw, train_hw, mine_hw = q.price(q.teacher), q.price(q.train), q.price(q.mine)
     teacher_rate = teacher_hw.speed * q.teacher.units
@@ -209,13 +203,11 @@ def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dic
         return (tok["input"] * q.teacher_usd_per_m_input_tokens + tok["output"] * q.teacher_usd_per_m_output_tokens) / 1e6
 
     # falconer: the teacher annotates every step on the sample; the proxy filters, then spans kept docs
-    f_calls = {"label": annotate_docs * n_label, "span": annotate_docs * n_span}
-    annotate_s = (f_calls["label"] * t_label + f_calls["span"] * t_span) / teacher_rate
+    sample = all_teacher.estimate(op, annotate_docs, n_label, n_span, keep=1.0)
+    annotate_s, f_tokens = sample["seconds"] / teacher_rate, sample["tokens"]
     train_examples = annotate_docs * (1 - cfg.train.heldout) * proxy["examples_per_doc"]
     train_s = q.train_overhead_s + train_examples * cfg.train.epochs * proxy["train_s_per_example"] / (train_hw.speed * q.train.units)
     mine_s = docs * (n_label * proxy["label_s_per_doc"] + keep * n_span * proxy["span_s_per_doc"]) / (mine_hw.speed * q.mine.units)
-    f_tokens = {"input": round(sum(f_calls[k] * op.get(k, {}).get("input_tokens_per_call", 0.0) for k in f_calls)),
-                "output": round(sum(f_calls[k] * op.get(k, {}).get("output_tokens_per_call", 0.0) for k in f_calls))}
     f_stages = {"plan": plan_s, "annotate": annotate_s, "train": train_s, "mine": mine_s}
     f_usd = {"plan": plan_s / 3600 * teacher_hw.usd_per_hour,
              "annotate": annotate_s / 3600 * teacher_hw.usd_per_hour * q.teacher.units + token_usd(f_tokens),
@@ -232,7 +224,7 @@ def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dic
         "measured": {"teacher": teacher["per_op"], "teacher_model": teacher_name, "keep_fraction": round(keep, 4),
                      "proxy": {k: v for k, v in proxy.items()}, "plan_s": round(plan_s, 3),
                      "pilot_docs": q.pilot_docs},
-        "falconer": {"teacher_calls": round(sum(f_calls.values())), "tokens": f_tokens,
+        "falconer": {"teacher_calls": sample["teacher_calls"], "tokens": f_tokens,
                      "seconds": {k: round(v, 1) for k, v in f_stages.items()}, "total_s": round(f_total_s, 1),
                      "usd": {k: round(v, 4) for k, v in f_usd.items()}, "total_usd": round(f_total_usd, 4)},
         "all_teacher": {"teacher_calls": base["teacher_calls"], "calls_by_op": base["calls"], "tokens": a_tokens,
@@ -303,10 +295,9 @@ def compare(quote: dict, report: dict) -> dict:
     base = quote.get("all_teacher") or {}
     quoted.update(all_calls=base.get("teacher_calls"), all_s=base.get("total_s"))
     actual.update(all_calls=None, all_s=None)
-    ops = [s.get("op") for s in (report.get("plan") or {}).get("steps", [])]
     if teacher.get("per_op") and isinstance(actual["docs"], int):  # the same baseline from the run's own teacher
         keep = teacher.get("keep_fraction")
-        run_base = all_teacher.estimate(teacher["per_op"], actual["docs"], ops.count("get_label"), ops.count("get_span"),
+        run_base = all_teacher.estimate(teacher["per_op"], actual["docs"], *all_teacher.step_counts(report.get("plan")),
                                         1.0 if keep is None else keep)
         actual.update(all_calls=run_base["teacher_calls"], all_s=run_base["seconds"])
     stages = ("annotate_s", "train_s", "mine_s")

@@ -173,8 +173,7 @@ def speed(report: dict, cfg, annotation_stats: dict, quote: dict) -> dict:
 
     teacher, proxy = report.get("teacher") or {}, report.get("proxy") or {}
     p_rate, docs = proxy.get("docs_per_s"), report.get("docs_in") or 0
-    ops = [s.get("op") for s in (report.get("plan") or {}).get("steps", [])]
-    n_label, n_span = ops.count("get_label"), ops.count("get_span")
+    n_label, n_span = all_teacher.step_counts(report.get("plan"))
     per_op, keep, source = teacher.get("per_op"), teacher.get("keep_fraction"), "measured while annotating"
     if not teacher.get("docs_per_s") and quote:
         measured = quote.get("measured") or {}

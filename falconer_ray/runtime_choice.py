@@ -27,12 +27,11 @@ def differs(a, b, plan: Plan, threshold: float) -> bool:
 
 def check_texts(run, cfg: RunConfig) -> list[str]:
     """The teacher-annotated documents (held-out first), else the corpus's first documents."""
-    import json
+    from falconer_ray.annotate.stage import load_annotations
 
     texts: list[str] = []
     if run.annotations.exists():
-        with run.annotations.open() as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = load_annotations(run)
         rows.sort(key=lambda r: r.get("split") != "heldout")
         texts = [r["text"] for r in rows[:CHECK_DOCS]]
     if not texts:

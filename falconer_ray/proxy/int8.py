@@ -102,5 +102,5 @@ class Int8Forward:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.names:
             feeds["token_type_ids"] = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
-        label, tag = self.session.run(None, {k: v.cpu().numpy() for k, v in feeds.items() if k in self.names})
+        label, tag = self.session.run(None, {k: v.cpu().numpy() for k, v in feeds.items()})
         return torch.from_numpy(label), torch.from_numpy(tag)
