@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from falconer_ray.bench.corpus import bench_texts, write_corpus
 from falconer_ray.bench.throughput import fresh_proxy
@@ -36,6 +37,8 @@ def test_int8_scores_track_torch_and_the_graph_is_cached(proxy_dir):
     exact, fast = Proxy.load(proxy_dir), Proxy.load(proxy_dir, runtime="onnx-int8")
     graph = proxy_dir / INT8_NAME
     assert graph.is_file()
+    assert (fast.max_length, fast.stride) == (exact.max_length, exact.stride)
+    assert not any(isinstance(v, torch.nn.Module) for v in vars(fast).values())  # no torch copy of the weights
     diff = np.abs(exact.label_scores(texts, LABEL) - fast.label_scores(texts, LABEL))
     assert diff.max() < 0.03 and diff.mean() > 0  # close, and really another runtime
     _, sure_exact = exact.extract_with_confidence(texts, SPAN)

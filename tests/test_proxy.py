@@ -218,3 +218,24 @@ def test_learns_to_extract_colours():
     for doc, doc_spans in zip(test_texts, found):
         assert all(s.text == doc[s.start : s.end] for s in doc_spans)
     assert span_f1([[(s.start, s.end) for s in f] for f in found], test_spans) > 0.8
+
+
+def test_answers_come_back_in_input_order_whatever_the_lengths(minilm):
+    """Texts are processed longest first, in chunks: every answer must still land on its
+    own document, the same as when that document is asked alone."""
+    rng = random.Random(3)
+    texts = [" ".join(rng.choice(COLOURS + NOUNS) for _ in range(rng.choice([1, 5, 30, 120]))) for _ in range(18)]
+    texts[4], texts[11] = "", "a " + "purple kite " * 200  # empty, and several windows
+    proxy = Proxy(minilm, device="cpu", batch_size=2, max_length=64, stride=16)  # chunks of 8 texts
+    scores = proxy.label_scores(texts, INSTR)
+    windows = list(proxy.last_windows)
+    spans, confidence = proxy.extract_with_confidence(texts, INSTR, threshold=0.0)
+    for i, text in enumerate(texts):
+        alone = proxy.label_scores([text], INSTR)
+        assert scores[i] == pytest.approx(alone[0], abs=1e-4), i
+        assert windows[i] == proxy.last_windows[0], i
+        alone_spans, alone_conf = proxy.extract_with_confidence([text], INSTR, threshold=0.0)
+        assert [(s.start, s.end) for s in spans[i]] == [(s.start, s.end) for s in alone_spans[0]], i
+        assert all(s.text == text[s.start:s.end] for s in spans[i])
+        assert confidence[i] == pytest.approx(alone_conf[0], abs=1e-4), i
+    assert windows[11] > 1 and windows[4] == 1

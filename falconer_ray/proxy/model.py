@@ -78,6 +78,15 @@ def compute_loss(
     return loss
 
 
+def read_meta(directory: str | os.PathLike) -> dict:
+    """A saved proxy's proxy.json (base, max_length, stride, ...), format checked."""
+    d = Path(directory)
+    meta = json.loads((d / CONFIG_NAME).read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{d}: unsupported proxy format {meta.get('format_version')}")
+    return meta
+
+
 class ProxyModel(nn.Module):
     """Encoder + label head (mean-pooled tokens) + per-token BIO tag head."""
 
@@ -161,9 +170,7 @@ class ProxyModel(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         d = Path(directory)
-        meta = json.loads((d / CONFIG_NAME).read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{d}: unsupported proxy format {meta.get('format_version')}")
+        meta = read_meta(d)
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(d))
         model = cls(
             encoder,
