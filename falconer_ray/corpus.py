@@ -274,11 +274,13 @@ def read_file(shard: Shard, text_field: str, id_field: str | None, text_unit: st
 
 def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
                 text_unit: str = "file", limit: int | None = None, *, shards: list[Shard] | None = None,
-                unit_rows: int | None = None, skip: frozenset[str] = frozenset()):
+                unit_rows: int | None = None, skip: frozenset[str] = frozenset(), readers: int | None = None):
     """A Ray Dataset of (doc_id, text, error), one read task per file.
 
     `shards` (from `corpus_shards`) and `unit_rows`/`skip` are for mining in units
-    (see `read_file`); `limit` is the first N rows in file order.
+    (see `read_file`); `limit` is the first N rows in file order. `readers` caps the
+    read tasks running at once: each runs in a worker process of its own, and on a
+    small machine starting one per file took the CPU the proxy actors needed to start.
     """
     import ray.data
 
@@ -292,7 +294,7 @@ def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | No
     ds = ray.data.from_items([{"index": s.index} for s in shards], override_num_blocks=max(1, len(shards)))
     # Reading is light next to the model: it claims no CPU slot, so proxy actors that
     # fill every CPU never starve the reads that feed them.
-    return ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0)
+    return ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0, concurrency=readers)
 
 
 def iter_corpus(corpus: str | Path, text_field: str = "text", id_field: str | None = None,

@@ -225,8 +225,9 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     collector = UnitCollector(store)
     expected = count_documents(cfg, cfg.quote.count_bytes)["docs"] - sum(store.entries[u]["rows"] for u in reused)
     per_call = call_size(cfg, expected, high)
+    first = None  # (when, rows) of the first mined block
     if todo:
-        ds = read_corpus(cfg.corpus, *read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused))
+        ds = read_corpus(cfg.corpus, *read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused), readers=high)
         threads = max(1, int(cfg.mine.cpus_per_actor))
         ds = ds.map_batches(
             ProxyStage,
@@ -253,8 +254,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
         # The driver commits units as their rows stream in: output rows are small, and
         # only the driver sees every row of a unit, so only it can tell one is complete.
         with watch("proxy mining", max(0, expected), lambda: collector.rows):
-            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                collector.add(block)
+            first = stream_into(collector, ds)
             collector.finish()
     mined_s = time.monotonic() - started
     check_complete(shards, store.entries, unit_rows, read_args)
@@ -266,6 +266,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     mined_docs = sum(store.entries[u]["rows"] for u in store.entries if u not in reused)
     stats = {**counts, "mine_s": round(mined_s, 3), "actors": [low, high], "docs_per_call": per_call,
              "proxy_docs_per_s": round(mined_docs / mined_s, 3) if mined_s > 0 and mined_docs else None,
+             **start_and_steady(first, started, mined_s, mined_docs),
              "runtime": runtime,
              "units": {"total": len(store.entries), "reused": len(reused), "mined": collector.committed,
                        "unit_rows": unit_rows, "commit_s": round(collector.seconds, 3)},
@@ -273,6 +274,29 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     write_json(run.mine_stats, stats)
     shutil.rmtree(run.rows, ignore_errors=True)
     return stats
+
+
+def stream_into(collector: UnitCollector, ds) -> tuple[float, int] | None:
+    """Feed the mined rows to the collector; when (monotonic) and how many rows the
+    first block brought, or None when there were none."""
+    first = None
+    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if first is None:
+            first = (time.monotonic(), block.num_rows)
+        collector.add(block)
+    return first
+
+
+def start_and_steady(first: tuple[float, int] | None, started: float, mined_s: float, mined_docs: int) -> dict:
+    """`start_s`: seconds until the first rows came back (starting the actors, loading
+    the proxy, the first call), a fixed cost of every run; `steady_docs_per_s`: the
+    rate after that, which is what a large corpus sees."""
+    if first is None:
+        return {"start_s": None, "steady_docs_per_s": None}
+    at, rows = first
+    start_s, rest_s = at - started, started + mined_s - at
+    steady = (mined_docs - rows) / rest_s if rest_s > 0 and mined_docs > rows else None
+    return {"start_s": round(start_s, 3), "steady_docs_per_s": None if steady is None else round(steady, 3)}
 
 
 def mark_duplicate_ids(run: RunDir, shards: list[Shard]) -> int:

@@ -43,6 +43,8 @@ def build_report(run: RunDir, plan, wall_s: float | None = None, agreement: dict
         "proxy": {
             "docs_per_s": mined.get("proxy_docs_per_s"),
             "mine_s": mined.get("mine_s"),
+            "start_s": mined.get("start_s"),
+            "steady_docs_per_s": mined.get("steady_docs_per_s"),
             "actors": mined.get("actors"),
             "runtime": mined.get("runtime"),
             "train": trained,

@@ -41,6 +41,12 @@ def test_throughput_reports_every_rate_and_ratio(ray_local, cache_dir):
             assert part[key] > 0, key
         assert part["speedup_vs_teacher"] == pytest.approx(part["proxy_docs_per_s"] / part["teacher_docs_per_s"], rel=0.01)
         assert part["overhead"] == pytest.approx(1 - part["proxy_docs_per_s"] / part["bare_forward_docs_per_s"], abs=0.01)
+    for part in (out["get_label"], out["get_span"], int8["get_label"], int8["get_span"]):
+        assert 0 < part["proxy_start_s"] < 24 / part["proxy_docs_per_s"]  # the start is part of the whole
+        if part["proxy_steady_docs_per_s"] is not None:
+            assert part["steady_overhead"] == pytest.approx(
+                1 - part["proxy_steady_docs_per_s"] / part["bare_forward_docs_per_s"], abs=0.01)
+    assert "proxy_start_s" not in out  # seconds do not combine like rates
     assert set(out["actor_scaling"]) == {"1", "2", "ratio_max_vs_min"}
 
 
@@ -62,3 +68,12 @@ def test_memory_growth_compares_the_largest_corpus_with_the_smallest():
 
     runs = {"100000": {"peak_pss_mb": 1150.0}, "9000": {"peak_pss_mb": 1000.0}, "10000": {"peak_pss_mb": 1100.0}}
     assert growth(runs) == 0.15  # by corpus size, not by the order or the text of the keys
+
+
+def test_start_and_steady_split_the_fixed_start_from_the_rate():
+    from falconer_ray.mine import start_and_steady
+
+    # Mining began at t=100; the first block (50 rows) came back at t=110; 1,050 rows in 30 s.
+    assert start_and_steady((110.0, 50), 100.0, 30.0, 1050) == {"start_s": 10.0, "steady_docs_per_s": 50.0}
+    assert start_and_steady((110.0, 50), 100.0, 10.0, 50)["steady_docs_per_s"] is None  # one block: no rate after it
+    assert start_and_steady(None, 100.0, 0.0, 0) == {"start_s": None, "steady_docs_per_s": None}

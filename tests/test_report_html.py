@@ -81,7 +81,8 @@ def make_run(tmp_path, n=400, confusion=None, teacher_scores=(), teacher_stats=N
     pq.write_table(table.slice(0, n // 2), run.rows / "a.parquet")
     pq.write_table(table.slice(n // 2), run.rows / "b.parquet")
     counts = split_outputs(plan, cfg, run, shards=[])
-    write_json(run.mine_stats, {**counts, "accounted": True, "mine_s": 4.0, "actors": [2, 2], "proxy_docs_per_s": n / 4.0})
+    write_json(run.mine_stats, {**counts, "accounted": True, "mine_s": 4.0, "actors": [2, 2], "proxy_docs_per_s": n / 4.0,
+                                 "start_s": 1.5, "steady_docs_per_s": n / 2.5})
     build_report(run, plan, wall_s=50.0, agreement=json.loads(run.train_metrics.read_text())["agreement"])
     return run
 
@@ -120,6 +121,7 @@ def test_report_html_content(tmp_path):
     # 400 documents, the span step on the half it keeps, all at the default $0.10/h
     assert f"${42 * 0.1 / 3600:.4g} / ${600 * 0.1 / 3600:.4g}" in html
     assert re.search(r"<code>empty_text</code></td><td class=\"num\">8<", html)
+    assert re.search(r"until the first rows came back.*</td><td class=\"num\">2 s; 160 docs/s<", html)
     assert re.search(r"<code>malformed_json</code></td><td class=\"num\">[1-9]", html)
 
 

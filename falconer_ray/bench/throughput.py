@@ -33,6 +33,20 @@ def _combined(a: float, b: float) -> float:
     return 1.0 / (1.0 / a + 1.0 / b)
 
 
+def _both(label: dict, span: dict) -> dict:
+    """The whole-plan rates: every docs/s field of the two primitives combined."""
+    return {k: _combined(label[k], span[k]) for k in label if k.endswith("docs_per_s") and label[k] and span.get(k)}
+
+
+def _ratios(r: dict) -> None:
+    """Speedup and overhead of one result, in place; `steady_overhead` leaves out the
+    pipeline's fixed start (actors starting, the proxy loading)."""
+    r["speedup_vs_teacher"] = r["proxy_docs_per_s"] / r["teacher_docs_per_s"]
+    r["overhead"] = 1.0 - r["proxy_docs_per_s"] / r["bare_forward_docs_per_s"]
+    if r.get("proxy_steady_docs_per_s"):
+        r["steady_overhead"] = 1.0 - r["proxy_steady_docs_per_s"] / r["bare_forward_docs_per_s"]
+
+
 def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
     """The teacher's docs/s per primitive, uncached, on `texts`."""
     from falconer_ray.pipeline import make_run_teacher
@@ -97,8 +111,10 @@ def bare_forward_rate(proxy_dir: str, texts: list[str], instruction: str, worker
     return sum(done / secs for done, secs in results)
 
 
-def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, actors: int, work: Path) -> float:
-    """Docs/s of the real mining stage with a fixed pool of `actors` (cfg.proxy.runtime)."""
+def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, actors: int, work: Path) -> dict:
+    """The real mining stage with a fixed pool of `actors` (cfg.proxy.runtime): its
+    docs/s from first read to last commit, its start (seconds to the first rows back)
+    and its docs/s after that."""
     from falconer_ray.mine import mine
     from falconer_ray.rundir import RunDir
 
@@ -111,7 +127,8 @@ def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, act
         raise RuntimeError(f"{stats['docs_error']} documents failed during the benchmark; see {run.errors}")
     if stats["runtime"]["used"] != cfg.proxy.runtime:
         raise RuntimeError(f"mining ran {stats['runtime']['used']}, not {cfg.proxy.runtime}: {stats['runtime'].get('fallback')}")
-    return stats["docs_in"] / stats["mine_s"]
+    return {"proxy_docs_per_s": stats["docs_in"] / stats["mine_s"], "proxy_start_s": stats["start_s"],
+            "proxy_steady_docs_per_s": stats["steady_docs_per_s"]}
 
 
 def fresh_proxy(cfg: RunConfig, folder: Path) -> Path:
@@ -148,39 +165,34 @@ def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int],
         result: dict = {}
         for name, plan in plans.items():
             instruction = plan.steps[0].instruction
-            proxy_rate = scaling[top] if name == "get_label" else None
-            if proxy_rate is None:
+            pipeline = scaling[top] if name == "get_label" else None
+            if pipeline is None:
                 console.print(f"[bold]proxy pipeline[/] {name}, {top} actor(s), {docs} documents")
-                proxy_rate = pipeline_rate(corpus, proxy, plan, cfg, top, work)
+                pipeline = pipeline_rate(corpus, proxy, plan, cfg, top, work)
             console.print(f"[bold]bare forward[/] {name}, {top} worker(s), {bare_seconds:.0f}s")
             bare = bare_forward_rate(str(proxy), texts, instruction, top, cfg, bare_seconds)
-            result[name] = {"teacher_docs_per_s": teacher[name], "proxy_docs_per_s": proxy_rate,
-                            "bare_forward_docs_per_s": bare}
+            result[name] = {"teacher_docs_per_s": teacher[name], **pipeline, "bare_forward_docs_per_s": bare}
         others = {rt: runtime_rates(corpus, proxy, texts, plans, cfg, rt, top, work, bare_seconds, teacher)
                   for rt in runtimes if rt != "torch"}
-    both = {key: _combined(result["get_label"][key], result["get_span"][key]) for key in result["get_label"]}
     out = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "docs": docs, "source": source, "teacher_docs": teacher["docs"], "teacher_model": teacher["model"],
         "proxy_base": cfg.proxy.base, "actors": top, "docs_per_call": call_size(cfg, docs, top),
         "forward_batch": cfg.mine.windows_per_forward(),
-        **both, **{name: dict(r) for name, r in result.items()},
-        "actor_scaling": {str(n): r for n, r in scaling.items()},
+        **_both(result["get_label"], result["get_span"]), **{name: dict(r) for name, r in result.items()},
+        "actor_scaling": {str(n): r["proxy_docs_per_s"] for n, r in scaling.items()},
     }
     for r in (out, out["get_label"], out["get_span"]):
-        r["speedup_vs_teacher"] = r["proxy_docs_per_s"] / r["teacher_docs_per_s"]
-        r["overhead"] = 1.0 - r["proxy_docs_per_s"] / r["bare_forward_docs_per_s"]
+        _ratios(r)
     if len(scaling) > 1:
-        out["actor_scaling"]["ratio_max_vs_min"] = scaling[top] / scaling[min(scaling)]
+        out["actor_scaling"]["ratio_max_vs_min"] = scaling[top]["proxy_docs_per_s"] / scaling[min(scaling)]["proxy_docs_per_s"]
     if others:
         out["runtimes"] = {}
         for rt, parts in others.items():
-            both = {key: _combined(parts["get_label"][key], parts["get_span"][key]) for key in parts["get_label"]}
-            entry = out["runtimes"][rt] = {**both, **parts}
+            entry = out["runtimes"][rt] = {**_both(parts["get_label"], parts["get_span"]), **parts}
             for r, base in ((entry, out), (entry["get_label"], out["get_label"]), (entry["get_span"], out["get_span"])):
-                r["speedup_vs_teacher"] = r["proxy_docs_per_s"] / r["teacher_docs_per_s"]
+                _ratios(r)
                 r["speedup_vs_torch"] = r["proxy_docs_per_s"] / base["proxy_docs_per_s"]
-                r["overhead"] = 1.0 - r["proxy_docs_per_s"] / r["bare_forward_docs_per_s"]
     return _rounded(out)
 
 
@@ -192,10 +204,10 @@ def runtime_rates(corpus: Path, proxy: Path, texts: list[str], plans: dict, cfg:
     out = {}
     for name, plan in plans.items():
         console.print(f"[bold]proxy pipeline[/] {name}, {runtime}, {actors} actor(s), {len(texts)} documents")
-        rate = pipeline_rate(corpus, proxy, plan, cfg, actors, work)
+        pipeline = pipeline_rate(corpus, proxy, plan, cfg, actors, work)
         console.print(f"[bold]bare forward[/] {name}, {runtime}, {actors} worker(s), {bare_seconds:.0f}s")
         bare = bare_forward_rate(str(proxy), texts, plan.steps[0].instruction, actors, cfg, bare_seconds)
-        out[name] = {"teacher_docs_per_s": teacher[name], "proxy_docs_per_s": rate, "bare_forward_docs_per_s": bare}
+        out[name] = {"teacher_docs_per_s": teacher[name], **pipeline, "bare_forward_docs_per_s": bare}
     return out
 
 
