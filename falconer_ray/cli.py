@@ -50,7 +50,7 @@ def _show(report: dict, run: RunDir) -> None:
     t.add_row("teacher", f"{report['teacher']['model']}: {report['teacher']['calls']} calls, "
                          + (f"{rate} docs/s" if rate else "answers from the cache"))
     proxy = report["proxy"]
-    started = (f" (first rows after {proxy['start_s']:.0f} s of start-up, then {proxy['steady_docs_per_s']} docs/s)"
+    started = (f" ({proxy['start_s']:.0f} s to start, then {proxy['steady_docs_per_s']} docs/s)"
                if proxy.get("start_s") is not None and proxy.get("steady_docs_per_s") else "")
     t.add_row("proxy", f"{proxy['docs_per_s']} docs/s{started}")
     for key, value in _cost_rows(report, run):

@@ -288,15 +288,19 @@ def stream_into(collector: UnitCollector, ds) -> tuple[float, int] | None:
 
 
 def start_and_steady(first: tuple[float, int] | None, started: float, mined_s: float, mined_docs: int) -> dict:
-    """`start_s`: seconds until the first rows came back (starting the actors, loading
-    the proxy, the first call), a fixed cost of every run; `steady_docs_per_s`: the
-    rate after that, which is what a large corpus sees."""
+    """`steady_docs_per_s`: the rate after the first block came back, which is what a
+    large corpus sees; `start_s`: the seconds the run took beyond that rate (mine_s -
+    docs / steady), i.e. starting the actors and loading the proxy, a fixed cost of
+    every run. Not the first block's arrival: Ray Data returns one block per read
+    task, so that also holds a whole file's worth of work."""
     if first is None:
         return {"start_s": None, "steady_docs_per_s": None}
     at, rows = first
-    start_s, rest_s = at - started, started + mined_s - at
-    steady = (mined_docs - rows) / rest_s if rest_s > 0 and mined_docs > rows else None
-    return {"start_s": round(start_s, 3), "steady_docs_per_s": None if steady is None else round(steady, 3)}
+    rest_s = started + mined_s - at
+    if rest_s <= 0 or mined_docs <= rows:
+        return {"start_s": None, "steady_docs_per_s": None}
+    steady = (mined_docs - rows) / rest_s
+    return {"start_s": round(max(0.0, mined_s - mined_docs / steady), 3), "steady_docs_per_s": round(steady, 3)}
 
 
 def mark_duplicate_ids(run: RunDir, shards: list[Shard]) -> int:

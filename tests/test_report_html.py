@@ -121,7 +121,7 @@ def test_report_html_content(tmp_path):
     # 400 documents, the span step on the half it keeps, all at the default $0.10/h
     assert f"${42 * 0.1 / 3600:.4g} / ${600 * 0.1 / 3600:.4g}" in html
     assert re.search(r"<code>empty_text</code></td><td class=\"num\">8<", html)
-    assert re.search(r"until the first rows came back.*</td><td class=\"num\">2 s; 160 docs/s<", html)
+    assert re.search(r"the seconds mining took beyond its steady rate.*</td><td class=\"num\">2 s; 160 docs/s<", html)
     assert re.search(r"<code>malformed_json</code></td><td class=\"num\">[1-9]", html)
 
 
