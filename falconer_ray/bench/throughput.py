@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -82,6 +83,9 @@ def _bare_worker(proxy_dir: str, texts: list[str], instruction: str, batch_size:
     proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime)
     windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
     batches = list(proxy.tensor_batches(windows))
+    # Longest first would make a window too short for one pass over every batch time
+    # only the longest texts; in a fixed shuffled order any stretch is a fair sample.
+    random.Random(0).shuffle(batches)
     per_window = len(texts) / len(windows)
     with torch.inference_mode():
         batches = [(idx, *(None if t is None else t.to(proxy.device) for t in rest)) for idx, *rest in batches]

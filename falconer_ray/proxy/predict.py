@@ -47,7 +47,7 @@ class Proxy:
         """`runtime`: "torch", or "onnx-int8" (CPU only) for the cached quantized graph
         (`falconer_ray.proxy.int8`), built on first use. The int8 path reads only the
         graph, tokenizer and proxy.json once the graph is cached: no torch model is
-        built, which on 2 cores took an actor's start from 5 to 3 s."""
+        built (MiniLM, imports warm: 0.12 s instead of 1.2 s)."""
         if runtime == "torch":
             return cls(ProxyModel.load(directory, map_location="cpu"), device=device, batch_size=batch_size, dtype=dtype)
         if runtime != "onnx-int8":
