@@ -83,7 +83,7 @@ def _bare_worker(proxy_dir: str, texts: list[str], instruction: str, batch_size:
     proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime)
     windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
     batches = list(proxy.tensor_batches(windows))
-    # Longest first would make a window too short for one pass over every batch time
+    # In longest-first order, a window too short to go through every batch would time
     # only the longest texts; in a fixed shuffled order any stretch is a fair sample.
     random.Random(0).shuffle(batches)
     per_window = len(texts) / len(windows)
@@ -118,8 +118,8 @@ def bare_forward_rate(proxy_dir: str, texts: list[str], instruction: str, worker
 
 def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, actors: int, work: Path) -> dict:
     """The real mining stage with a fixed pool of `actors` (cfg.proxy.runtime): its
-    docs/s from first read to last commit, its start (seconds to the first rows back)
-    and its docs/s after that."""
+    docs/s from first read to last commit, its fixed start (seconds beyond its steady
+    rate) and that steady rate."""
     from falconer_ray.mine import mine
     from falconer_ray.rundir import RunDir
 
