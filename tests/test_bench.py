@@ -78,3 +78,20 @@ def test_start_and_steady_split_the_fixed_start_from_the_rate():
     assert start_and_steady((110.0, 50), 100.0, 30.0, 1050) == {"start_s": 9.0, "steady_docs_per_s": 50.0}
     assert start_and_steady((110.0, 50), 100.0, 10.0, 50) == {"start_s": None, "steady_docs_per_s": None}  # one block
     assert start_and_steady(None, 100.0, 0.0, 0) == {"start_s": None, "steady_docs_per_s": None}
+
+
+def test_the_benchmark_proxy_is_drawn_from_the_seed(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from falconer_ray.bench.throughput import fresh_proxy
+    from falconer_ray.proxy.model import WEIGHTS_NAME
+
+    def heads(seed, name):
+        folder = fresh_proxy(RunConfig(seed=seed), tmp_path / name)
+        state = load_file(folder / WEIGHTS_NAME)
+        return {k: v for k, v in state.items() if "head" in k}
+
+    first, again, other = heads(0, "a"), heads(0, "b"), heads(1, "c")
+    assert first and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)

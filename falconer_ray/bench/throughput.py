@@ -137,9 +137,14 @@ def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, act
 
 
 def fresh_proxy(cfg: RunConfig, folder: Path) -> Path:
-    """An untrained proxy of the configured base: throughput does not depend on weights."""
+    """An untrained proxy of the configured base: throughput does not depend on weights.
+    Its heads are drawn from cfg.seed, so reruns compare the same model (the int8
+    runtime's disagreement with torch, for one, depends on the weights)."""
+    import torch
+
     from falconer_ray.proxy import ProxyModel
 
+    torch.manual_seed(cfg.seed)
     ProxyModel.from_base(cfg.proxy.base, max_length=cfg.proxy.max_length, stride=cfg.proxy.stride).save(folder)
     return folder
 
