@@ -294,7 +294,8 @@ def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | No
     ds = ray.data.from_items([{"index": s.index} for s in shards], override_num_blocks=max(1, len(shards)))
     # Reading is light next to the model: it claims no CPU slot, so proxy actors that
     # fill every CPU never starve the reads that feed them.
-    return ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0, concurrency=readers)
+    pool = ray.data.TaskPoolStrategy(size=readers) if readers else None
+    return ds.map_batches(read_batch, batch_size=1, batch_format="numpy", num_cpus=0, compute=pool)
 
 
 def iter_corpus(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
