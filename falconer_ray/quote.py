@@ -53,6 +53,8 @@ class QuoteConfig(BaseModel):
     teacher_usd_per_m_input_tokens: float = Field(0.0, ge=0, description="API teachers: price per million prompt tokens.")
     teacher_usd_per_m_output_tokens: float = Field(0.0, ge=0, description="API teachers: price per million completion tokens.")
     train_overhead_s: float = Field(30.0, ge=0, description="Fixed cost of a Ray Train run (worker start, model load, checkpoint).")
+    mine_overhead_s: float = Field(20.0, ge=0, description="Fixed cost of mining: Ray Data starting the proxy actors, each "
+                                   "importing torch and transformers and loading the proxy (15-30 s measured on 2 cores).")
     pilot_docs: int = Field(6, ge=2, le=200, description="Documents the teacher answers in the pilot, per step.")
     pilot_batches: int = Field(2, ge=1, le=100, description="Proxy forward batches timed in the pilot.")
     count_bytes: int = Field(2 << 30, ge=1 << 20, description="Bytes read to count documents exactly; beyond them the count is extrapolated.")
@@ -207,7 +209,7 @@ def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dic
     annotate_s, f_tokens = sample["seconds"] / teacher_rate, sample["tokens"]
     train_examples = annotate_docs * (1 - cfg.train.heldout) * proxy["examples_per_doc"]
     train_s = q.train_overhead_s + train_examples * cfg.train.epochs * proxy["train_s_per_example"] / (train_hw.speed * q.train.units)
-    mine_s = docs * (n_label * proxy["label_s_per_doc"] + keep * n_span * proxy["span_s_per_doc"]) / (mine_hw.speed * q.mine.units)
+    mine_s = q.mine_overhead_s + docs * (n_label * proxy["label_s_per_doc"] + keep * n_span * proxy["span_s_per_doc"]) / (mine_hw.speed * q.mine.units)
     f_stages = {"plan": plan_s, "annotate": annotate_s, "train": train_s, "mine": mine_s}
     f_usd = {"plan": plan_s / 3600 * teacher_hw.usd_per_hour,
              "annotate": annotate_s / 3600 * teacher_hw.usd_per_hour * q.teacher.units + token_usd(f_tokens),
@@ -250,7 +252,8 @@ def assumptions(cfg: RunConfig, docs: int, annotate_docs: int, keep: float) -> l
                      + (f" ({hw.note})" if hw.note else ""))
     lines.append(f"teacher tokens: ${q.teacher_usd_per_m_input_tokens:g} / ${q.teacher_usd_per_m_output_tokens:g} "
                  "per million input / output tokens")
-    lines.append(f"training adds a fixed {q.train_overhead_s:g} s; corpus reading and writing are not counted")
+    lines.append(f"training adds a fixed {q.train_overhead_s:g} s and mining {q.mine_overhead_s:g} s (actors starting, "
+                 "the proxy loading); corpus reading and writing are not counted")
     return lines
 
 

@@ -50,25 +50,26 @@ MEASURED_PROXY = {"train_s_per_example": 0.5, "examples_per_doc": 2.0, "label_s_
 
 def test_estimate_scales_measurements_and_prices():
     cfg = RunConfig(instruction=PLAN.instruction, n_annotate=100, train={"epochs": 2, "heldout": 0.2},
-                    quote={"train_overhead_s": 10, "teacher_usd_per_m_input_tokens": 1.0,
+                    quote={"train_overhead_s": 10, "mine_overhead_s": 5, "teacher_usd_per_m_input_tokens": 1.0,
                            "teacher_usd_per_m_output_tokens": 2.0})
     q = estimate(cfg, PLAN, {"docs": 10_000, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
     fal, base = q["falconer"], q["all_teacher"]
     assert fal["teacher_calls"] == 200 and base["teacher_calls"] == 10_000 + 2_500
     assert fal["seconds"]["annotate"] == 100 * 2.0 + 100 * 4.0
     assert fal["seconds"]["train"] == 10 + 100 * 0.8 * 2.0 * 2 * 0.5
-    assert fal["seconds"]["mine"] == pytest.approx(10_000 * (0.01 + 0.25 * 0.02), abs=0.1)
+    assert fal["seconds"]["mine"] == pytest.approx(5 + 10_000 * (0.01 + 0.25 * 0.02), abs=0.1)
     assert base["total_s"] == 10_000 * 2.0 + 2_500 * 4.0
     assert base["tokens"] == {"input": 10_000 * 500 + 2_500 * 600, "output": 10_000 + 2_500 * 20}
     cpu = 0.10 / 3600
     assert base["total_usd"] == pytest.approx(base["total_s"] * cpu + (6_500_000 * 1 + 60_000 * 2) / 1e6, abs=1e-3)
     assert q["savings"]["time_x"] == pytest.approx(base["total_s"] / fal["total_s"], rel=0.01)
     assert any("keep rate 25%" in a for a in q["assumptions"])
+    assert any("mining 5 s" in a for a in q["assumptions"])
 
     faster = RunConfig.model_validate({**cfg.model_dump(), "quote": {**cfg.quote.model_dump(),
         "mine": {"hardware": "gpu-node", "units": 2}, "teacher": {"hardware": "cpu-node", "units": 4}}})
     q2 = estimate(faster, PLAN, {"docs": 10_000, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
-    assert q2["falconer"]["seconds"]["mine"] == pytest.approx(fal["seconds"]["mine"] / 80, abs=0.1)
+    assert q2["falconer"]["seconds"]["mine"] == pytest.approx(5 + (fal["seconds"]["mine"] - 5) / 80, abs=0.1)  # the start is not divided
     assert q2["all_teacher"]["total_s"] == pytest.approx(base["total_s"] / 4)
     bad = RunConfig.model_validate({**cfg.model_dump(), "quote": {"mine": {"hardware": "tpu"}}})
     with pytest.raises(ValueError, match="hardware 'tpu' is not in the table"):
