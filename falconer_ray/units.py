@@ -40,11 +40,11 @@ class ResumeError(ValueError):
     """A resume that would mix answers to different questions; the message says why."""
 
 
-def _digest(value) -> str:
+def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _stat(path: Path) -> list:
+def file_stat(path: Path) -> list:
     st = path.lstat()
     return [st.st_size, st.st_mtime_ns]
 
@@ -58,13 +58,13 @@ def fingerprint(shards: list[Shard], plan, cfg, proxy_dir: Path) -> dict[str, st
         for part in key.split("."):
             node = node[part]
         picked[key] = node
-    derived = ("metrics.json", "proxy.int8.onnx")  # written beside the weights, not part of them
+    derived = ("metrics.json", "proxy.int8.onnx", "int8_check.json")  # written beside the weights, not part of them
     proxy_files = sorted(p for p in Path(proxy_dir).resolve().glob("*") if p.is_file() and p.name not in derived)
     return {
-        "corpus": _digest([[s.rel, s.max_rows, *_stat(s.path)] for s in shards]),
-        "settings": _digest(picked),
-        "plan": _digest(plan.model_dump(by_alias=True)),
-        "proxy": _digest([[p.name, *_stat(p)] for p in proxy_files]),
+        "corpus": digest([[s.rel, s.max_rows, *file_stat(s.path)] for s in shards]),
+        "settings": digest(picked),
+        "plan": digest(plan.model_dump(by_alias=True)),
+        "proxy": digest([[p.name, *file_stat(p)] for p in proxy_files]),
     }
 
 

@@ -78,7 +78,7 @@ def test_int8_is_refused_where_its_answers_could_not_be_trusted(tmp_path):
 
 
 @pytest.mark.slow
-def test_mining_with_int8_gives_the_torch_answers(ray_local, proxy_dir, tmp_path, cache_dir):
+def test_mining_with_int8_gives_the_torch_answers(ray_local, proxy_dir, tmp_path, cache_dir, monkeypatch):
     texts = bench_texts(400, "rotten_tomatoes")
     corpus = write_corpus(texts, tmp_path / "corpus", shards=4)
     exact = Proxy.load(proxy_dir)
@@ -105,5 +105,16 @@ def test_mining_with_int8_gives_the_torch_answers(ray_local, proxy_dir, tmp_path
     # untrained heads put spans anywhere: their answers differ enough to fail a strict limit,
     # which sends mining back to torch and says why
     strict = merge(cfg, {"proxy.runtime": "onnx-int8", "proxy.int8_max_disagreement": 0.0})
-    _, decided = choose_runtime(mined_run(tmp_path, "strict", proxy_dir, strict), plan, strict)
+    strict_run = mined_run(tmp_path, "strict", proxy_dir, strict)
+    _, decided = choose_runtime(strict_run, plan, strict)
     assert decided["used"] == "torch" and "int8_max_disagreement" in decided["fallback"]
+
+    # The verdict is kept beside the graph: asked again (a resume), neither runtime is loaded;
+    # a change to what it depends on checks again.
+    def load(*args, **kwargs):
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(Proxy, "load", classmethod(load))
+    assert choose_runtime(strict_run, plan, strict)[1] == decided
+    with pytest.raises(AssertionError, match="checked again"):
+        choose_runtime(strict_run, plan, merge(strict, {"proxy.int8_max_disagreement": 0.5}))
