@@ -307,20 +307,19 @@ def mark_duplicate_ids(run: RunDir, shards: list[Shard]) -> int:
     """Keep the first document of every id (corpus order: file, then row); move the
     others to errors under a unique id `<id>#<file>:<row>`, so no row is lost and
     every doc_id in the outputs is unique. Rewrites only the units that hold one."""
+    from falconer_ray.repeated_ids import repeated_ids
+
     rows = pads.dataset(str(run.rows), format="parquet")
-    ids = rows.to_table(columns=["doc_id", "_unit", "_row"])
-    # value_counts, not group_by: Acero's thread pool can fail when called from a
-    # worker thread of the driver ("thread index out of range").
-    counts = pc.value_counts(ids["doc_id"])
-    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    repeated = repeated_ids(rows, run.path)
     if not len(repeated):
         return 0
+    # the unit and row of the repeated ids alone
+    ids = rows.to_table(columns=["doc_id", "_unit", "_row"], filter=pads.field("doc_id").isin(repeated))
     rel = {s.index: s.rel for s in shards}
     where = lambda unit, row: f"{rel[int(unit[1:8])]}:{row}"  # noqa: E731
     seen: dict[str, str] = {}
     moves: dict[str, dict[int, tuple[str, str]]] = {}
-    dups = ids.filter(pc.is_in(ids["doc_id"], value_set=repeated)).sort_by(
-        [("doc_id", "ascending"), ("_unit", "ascending"), ("_row", "ascending")])
+    dups = ids.sort_by([("doc_id", "ascending"), ("_unit", "ascending"), ("_row", "ascending")])
     for r in dups.to_pylist():
         if r["doc_id"] not in seen:
             seen[r["doc_id"]] = where(r["_unit"], r["_row"])
@@ -353,6 +352,21 @@ def error_reasons(errors: pa.Array) -> dict[str, int]:
     return {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()}
 
 
+def tally(rows: pads.Dataset, cascade: bool) -> dict[str, int]:
+    """Documents by status, windowed ones and (cascade) those the teacher answered, one
+    record batch at a time: the driver never holds a column of the whole corpus."""
+    out = {"kept": 0, "filtered": 0, "error": 0, "windowed": 0, "to_teacher": 0}
+    for batch in rows.scanner(columns=["status", "_windows"] + (["source"] if cascade else [])).to_batches():
+        status = pc.value_counts(batch.column("status"))
+        for value, n in zip(status.field("values").to_pylist(), status.field("counts").to_pylist()):
+            if value in ("kept", "filtered", "error"):
+                out[value] += n
+        out["windowed"] += int(pc.sum(pc.greater(batch.column("_windows"), 1)).as_py() or 0)
+        if cascade:
+            out["to_teacher"] += int(pc.sum(pc.equal(batch.column("source"), "teacher")).as_py() or 0)
+    return out
+
+
 def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) -> dict:
     """Split the mined rows by status into their folders, each committed atomically."""
     duplicates = mark_duplicate_ids(run, shards)
@@ -360,13 +374,8 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) 
     schema = output_schema(plan, cfg.mine.keep_text, cascade)
     meta = [pa.field("_unit", pa.string()), pa.field("_row", pa.int64()), pa.field("_windows", pa.int32())]
     rows = pads.dataset(str(run.rows), format="parquet", schema=pa.schema(list(schema) + meta))
-    summary = rows.to_table(columns=["status", "_windows"] + (["source"] if cascade else []))
-    status = summary.column("status")
-    counts = {s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}
+    counts = tally(rows, cascade)
     label_cols = [f"label_{s.id}" for s in plan.label_steps] + (["source", "confidence"] if cascade else [])
-    to_teacher = None
-    if cascade:
-        to_teacher = int(pc.sum(pc.equal(summary.column("source"), "teacher")).as_py() or 0)
     targets = {
         run.results: ("kept", schema.names),
         run.filtered: ("filtered", ["doc_id", *label_cols]),
@@ -386,14 +395,13 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) 
         os.replace(staging, folder)
     if cfg.mine.jsonl:
         write_jsonl(run.results, run.path / "results.jsonl")
-    docs_in = sum(counts.values())
+    docs_in = counts["kept"] + counts["filtered"] + counts["error"]
     errors = pads.dataset(str(run.errors), format="parquet").to_table(columns=["error"]).column("error")
     out = {"docs_in": docs_in, "docs_kept": counts["kept"], "docs_filtered": counts["filtered"],
            "docs_error": counts["error"], "errors_by_reason": error_reasons(errors.combine_chunks()),
-           "duplicate_ids": duplicates,
-           "docs_windowed": int(pc.sum(pc.greater(summary.column("_windows"), 1)).as_py() or 0)}
-    if to_teacher is not None:
-        out["docs_to_teacher"] = to_teacher
+           "duplicate_ids": duplicates, "docs_windowed": counts["windowed"]}
+    if cascade:
+        out["docs_to_teacher"] = counts["to_teacher"]
     return out
 
 
