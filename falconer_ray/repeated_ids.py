@@ -60,8 +60,10 @@ def repeated_ids(rows: pads.Dataset, work: Path, ids_per_bucket: int = IDS_PER_B
         try:
             for batch in rows.scanner(columns=["doc_id"]).to_batches():
                 where = bucket_of(batch.column("doc_id"), buckets)
-                order = np.argsort(where, kind="stable")  # one take, then a zero-copy slice per bucket
-                ids, edges = batch.column("doc_id").take(pa.array(order)), np.searchsorted(where[order], np.arange(buckets + 1))
+                # One take in bucket order, then a zero-copy slice per bucket.
+                order = np.argsort(where, kind="stable")
+                ids = batch.column("doc_id").take(pa.array(order))
+                edges = np.searchsorted(where[order], np.arange(buckets + 1))
                 for b in np.flatnonzero(np.diff(edges)):
                     writers[b].write_table(pa.table({"doc_id": ids.slice(edges[b], edges[b + 1] - edges[b])}, schema=schema))
         finally:

@@ -89,8 +89,9 @@ class Proxy:
         short reviews, chunks in corpus order padded 22% more tokens; side by side,
         mining calls ran 1.07 to 1.18x faster this way). On a GPU every forward pass
         of a chunk is queued asynchronously before the previous chunk's results are
-        read back, so tokenizing the next chunk overlaps the GPU's work on this one. Windows come back in that order;
-        each one's `doc_index` says which text it belongs to.
+        read back, so tokenizing the next chunk overlaps the GPU's work on this one.
+        Windows come back in that order; each one's `doc_index` says which text it
+        belongs to.
         """
         windows: list[Window] = []
         logits: list[float] = []
