@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,9 @@ def repeated_ids(rows: pads.Dataset, work: Path, ids_per_bucket: int = IDS_PER_B
     spill = Path(tempfile.mkdtemp(prefix=".ids-", dir=work))
     schema = pa.schema([("doc_id", pa.string())])
     try:
-        writers = [pq.ParquetWriter(spill / f"{b:03d}.parquet", schema) for b in range(buckets)]
-        try:
+        with ExitStack() as open_files:  # closed even when opening a later one fails
+            writers = [open_files.enter_context(pq.ParquetWriter(spill / f"{b:03d}.parquet", schema))
+                       for b in range(buckets)]
             for batch in rows.scanner(columns=["doc_id"]).to_batches():
                 where = bucket_of(batch.column("doc_id"), buckets)
                 # One take in bucket order, then a zero-copy slice per bucket.
@@ -66,9 +68,6 @@ def repeated_ids(rows: pads.Dataset, work: Path, ids_per_bucket: int = IDS_PER_B
                 edges = np.searchsorted(where[order], np.arange(buckets + 1))
                 for b in np.flatnonzero(np.diff(edges)):
                     writers[b].write_table(pa.table({"doc_id": ids.slice(edges[b], edges[b + 1] - edges[b])}, schema=schema))
-        finally:
-            for w in writers:
-                w.close()
         found = [_repeated(pq.read_table(spill / f"{b:03d}.parquet").column("doc_id")) for b in range(buckets)]
         return pa.concat_arrays([a.cast(pa.string()) for a in found])
     finally:

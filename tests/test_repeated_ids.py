@@ -39,3 +39,29 @@ def test_equal_ids_share_a_bucket_and_buckets_spread():
     assert np.bincount(where, minlength=16).min() > 5000 / 16 / 2  # no bucket starved
     sliced = ids.slice(123, 700)  # an array that starts inside its buffers
     assert (bucket_of(sliced, 16) == where[123:823]).all()
+
+
+def test_a_failed_spill_closes_what_it_opened_and_leaves_nothing(tmp_path, monkeypatch):
+    """Opening the fourth bucket file fails (say, too many open files): the three
+    opened before it are closed and the spill folder is gone."""
+    import pytest
+
+    import falconer_ray.repeated_ids as spill
+
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(100)]}), rows / "u.parquet")
+    opened = []
+
+    class FailingFourth(pq.ParquetWriter):
+        def __init__(self, *args, **kwargs):
+            if len(opened) == 3:
+                raise OSError("too many open files")
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(spill.pq, "ParquetWriter", FailingFourth)
+    with pytest.raises(OSError, match="too many open files"):
+        repeated_ids(pads.dataset(str(rows), format="parquet"), tmp_path, ids_per_bucket=10)
+    assert len(opened) == 3 and not any(w.is_open for w in opened)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows"]
