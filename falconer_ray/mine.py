@@ -108,15 +108,12 @@ class ProxyStage:
     """A Ray Data actor: loads the proxy once, then labels and extracts per batch."""
 
     def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, threads: int, threshold: float | None = None):
-        import torch
-
         from falconer_ray.proxy import Proxy
 
-        torch.set_num_threads(max(1, threads))
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
-                                runtime=self.cfg.proxy.runtime)
+                                runtime=self.cfg.proxy.runtime, threads=max(1, threads))
         self.threshold = threshold  # cascade: below it, the teacher answers
         cascade = threshold is not None
         self.schema = output_schema(self.plan, self.cfg.mine.keep_text, cascade, routed_text=cascade)

@@ -51,7 +51,7 @@ def check_key(proxy_dir: Path, plan: Plan, cfg: RunConfig, texts: list[str]) -> 
     """What the int8 verdict depends on: the weights and graph, the plan, the thresholds,
     the batch size (padding moves scores a little) and the documents checked."""
     from falconer_ray.proxy.int8 import INT8_NAME
-    from falconer_ray.proxy.model import WEIGHTS_NAME
+    from falconer_ray.proxy.folder import WEIGHTS_NAME
     from falconer_ray.units import digest, file_stat
 
     files = [[name, *file_stat(proxy_dir / name)] for name in (WEIGHTS_NAME, INT8_NAME) if (proxy_dir / name).exists()]

@@ -77,16 +77,14 @@ class MineServer:
 
     def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, max_batch: int,
                  max_request_bytes: int, token_sha256: str | None):
-        import torch
         from ray import serve
 
         from falconer_ray.proxy import Proxy
 
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
-        torch.set_num_threads(max(1, int(self.cfg.mine.cpus_per_actor)))
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
-                                runtime=self.cfg.proxy.runtime)
+                                runtime=self.cfg.proxy.runtime, threads=max(1, int(self.cfg.mine.cpus_per_actor)))
         self.max_batch, self.max_bytes, self.token_sha256 = max_batch, max_request_bytes, token_sha256
         self.answer = serve.batch(max_batch_size=max(max_batch, self.cfg.mine.docs_per_call()),
                                   batch_wait_timeout_s=0.01, batch_size_fn=lambda reqs: sum(map(len, reqs)))(self._answer)

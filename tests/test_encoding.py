@@ -183,3 +183,36 @@ def test_roberta_style_tokenizer_without_token_type_ids():
     doc0 = [w for w in windows if w.doc_index == 0]
     assert len(doc0) > 3
     assert roundtrip(doc0, text, spans) == spans
+
+
+def window_tuples(windows: list[Window]) -> list[tuple]:
+    return [(w.doc_index, w.input_ids, w.attention_mask, w.token_type_ids, w.offsets) for w in windows]
+
+
+@pytest.mark.parametrize("style", ["minilm", "roberta"])
+def test_a_saved_folder_windows_like_transformers_without_it(style, tok, tmp_path):
+    """An int8 mining actor reads tokenizer.json itself (transformers is never imported
+    there): same windows, pad id and token types as the transformers tokenizer saved."""
+    from falconer_ray.proxy.fast_tokenizer import as_fast
+    from falconer_ray.proxy.folder import read_tokenizer
+
+    hf = tok if style == "minilm" else roberta_style_tokenizer()
+    hf.save_pretrained(tmp_path)
+    ours, theirs = read_tokenizer(tmp_path, types=style == "minilm"), as_fast(hf)
+    assert ours.pad_id == hf.pad_token_id and (style == "roberta") == (ours.pad_id != 0)
+    texts = [long_doc(300, seed=5)[0], "The red car is fast.", "", "naïve café 東京 😀 " * 20]
+    windows = encode_windows(ours, "find them", texts, max_length=48, stride=12)
+    assert window_tuples(windows) == window_tuples(encode_windows(hf, "find them", texts, max_length=48, stride=12))
+    enc = hf(["find them"] * len(texts), texts, truncation="only_second", max_length=48, stride=12,
+             return_overflowing_tokens=True, padding=False)
+    assert [w.input_ids for w in windows] == enc["input_ids"]
+    assert theirs.types == ours.types == ("token_type_ids" in enc)
+
+
+def test_a_folder_without_a_fast_tokenizer_is_refused(tmp_path):
+    from falconer_ray.proxy.folder import read_tokenizer
+
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        read_tokenizer(tmp_path, types=True)
+    with pytest.raises(ValueError, match="fast tokenizer"):
+        encode_windows(object(), "find them", ["text"])

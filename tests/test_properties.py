@@ -694,6 +694,27 @@ def test_windows_of_arbitrary_text_match_one_untruncated_pass(texts, params):
     check_windows(windows, texts, max_length, stride)
 
 
+def transformers_windows(tok, texts: list[str], max_length: int, stride: int) -> list[tuple]:
+    """The windows transformers' own call makes (the reference windowing must match)."""
+    enc = tok([INSTRUCTION] * len(texts), texts, truncation="only_second", max_length=max_length, stride=stride,
+              return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
+    return [(int(d), enc["input_ids"][w], enc["attention_mask"][w], enc["token_type_ids"][w],
+             [(s, e) if sid == 1 and e > s else None for sid, (s, e) in zip(enc.sequence_ids(w), enc["offset_mapping"][w])])
+            for w, d in enumerate(enc["overflow_to_sample_mapping"])]
+
+
+@MEDIUM
+@given(st.lists(any_texts | doc_texts, min_size=1, max_size=3), window_params)
+def test_windows_are_the_ones_transformers_makes(texts, params):
+    """Windowing calls the `tokenizers` backend directly (no transformers needed at
+    mining time); it must cut exactly the windows transformers would."""
+    max_length, data = params
+    stride = draw_windowing(data, max_length)
+    windows = encode_windows(tokenizer(), INSTRUCTION, texts, max_length=max_length, stride=stride)
+    mine = [(w.doc_index, w.input_ids, w.attention_mask, w.token_type_ids, w.offsets) for w in windows]
+    assert mine == transformers_windows(tokenizer(), texts, max_length, stride)
+
+
 def one_hot(tags: list[int]) -> np.ndarray:
     probs = np.zeros((len(tags), 3), dtype=np.float32)
     for i, t in enumerate(tags):

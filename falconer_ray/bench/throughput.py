@@ -75,30 +75,27 @@ def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
 def _bare_worker(proxy_dir: str, texts: list[str], instruction: str, batch_size: int, threads: int,
                  device: str, start_at: float, seconds: float, runtime: str = "torch") -> tuple[int, float]:
     """One worker sized like a mining actor: tokenize first, then forward only, inside the shared window."""
-    import torch
-
     from falconer_ray.proxy import Proxy, encode_windows
 
-    torch.set_num_threads(threads)
-    proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime)
+    proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime, threads=threads)
     windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
-    batches = list(proxy.tensor_batches(windows))
+    batches = list(proxy.padded_batches(windows))
     # In longest-first order, a window too short to go through every batch would time
     # only the longest texts; in a fixed shuffled order any stretch is a fair sample.
     random.Random(0).shuffle(batches)
     per_window = len(texts) / len(windows)
-    with torch.inference_mode():
-        batches = [(idx, *(None if t is None else t.to(proxy.device) for t in rest)) for idx, *rest in batches]
-        proxy.model(*batches[0][1:])  # warm-up
-        time.sleep(max(0.0, start_at - time.time()))
-        start, done, k = time.time(), 0.0, 0
-        while time.time() - start < seconds:
-            idx, ids, mask, types = batches[k % len(batches)]
-            proxy.model(ids, mask, types)
-            done += len(idx) * per_window
-            k += 1
-        if proxy.device.type == "cuda":
-            torch.cuda.synchronize()
+    forward = proxy.forward
+    batches = [(idx, forward.place(*rest)) for idx, *rest in batches]
+    forward(*batches[0][1])  # warm-up
+    forward.sync()
+    time.sleep(max(0.0, start_at - time.time()))
+    start, done, k = time.time(), 0.0, 0
+    while time.time() - start < seconds:
+        idx, placed = batches[k % len(batches)]
+        forward(*placed)
+        done += len(idx) * per_window
+        k += 1
+    forward.sync()
     return int(done), time.time() - start
 
 

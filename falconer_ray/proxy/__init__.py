@@ -2,34 +2,33 @@
 
 It runs the two mining primitives over the whole corpus: document labels
 (get_label) and exact character spans (get_span).
+
+Names are imported on first use, so `from falconer_ray.proxy import Proxy` does not
+import torch: an int8 mining actor never needs it.
 """
 
-from falconer_ray.proxy.data import collate, label_examples, run_epoch, span_examples
-from falconer_ray.proxy.encoding import (
-    MIN_TEXT_TOKENS,
-    Window,
-    bio_tags,
-    decode_spans,
-    encode_windows,
-    merge_spans,
-)
-from falconer_ray.proxy.model import EMBEDDED_BASE, ProxyModel, compute_loss, resolve_base
-from falconer_ray.proxy.predict import Proxy
+from __future__ import annotations
 
-__all__ = [
-    "EMBEDDED_BASE",
-    "MIN_TEXT_TOKENS",
-    "Proxy",
-    "ProxyModel",
-    "Window",
-    "bio_tags",
-    "collate",
-    "compute_loss",
-    "decode_spans",
-    "encode_windows",
-    "label_examples",
-    "merge_spans",
-    "resolve_base",
-    "run_epoch",
-    "span_examples",
-]
+import importlib
+
+_WHERE = {
+    "collate": "data", "label_examples": "data", "run_epoch": "data", "span_examples": "data",
+    "MIN_TEXT_TOKENS": "encoding", "Window": "encoding", "bio_tags": "encoding", "decode_spans": "encoding",
+    "encode_windows": "encoding", "merge_spans": "encoding",
+    "EMBEDDED_BASE": "model", "ProxyModel": "model", "compute_loss": "model", "resolve_base": "model",
+    "Proxy": "predict",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

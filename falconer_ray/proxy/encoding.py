@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from falconer_ray.proxy.fast_tokenizer import as_fast
 from falconer_ray.spans import Span
 
 MIN_TEXT_TOKENS = 32
@@ -46,8 +47,8 @@ class Window:
 
 def text_budget(tokenizer, instruction: str, max_length: int) -> int:
     """Number of document tokens that fit in one window next to `instruction`."""
-    n_instr = len(tokenizer(instruction, add_special_tokens=False)["input_ids"])
-    return max_length - tokenizer.num_special_tokens_to_add(pair=True) - n_instr
+    tok = as_fast(tokenizer)
+    return max_length - tok.specials(pair=True) - tok.count(instruction)
 
 
 def encode_windows(
@@ -58,14 +59,14 @@ def encode_windows(
 
     Consecutive windows of a document share `stride` text tokens, so a span cut by
     one window's edge appears whole in its neighbour. Needs a fast tokenizer
-    (offset mapping). Raises ValueError when the instruction leaves fewer than
-    MIN_TEXT_TOKENS text tokens per window, rather than silently dropping text.
-    `with_offsets=False` skips character offsets (window.offsets is None): label
-    scoring needs none, and building them is most of the tokenization cost.
+    (offset mapping): a transformers one, or a `FastTokenizer`. Raises ValueError
+    when the instruction leaves fewer than MIN_TEXT_TOKENS text tokens per window,
+    rather than silently dropping text. `with_offsets=False` skips character
+    offsets (window.offsets is None): label scoring needs none, and building them
+    is most of the tokenization cost.
     """
-    if not getattr(tokenizer, "is_fast", True):
-        raise ValueError("encode_windows needs a fast tokenizer (character offset mapping)")
-    budget = text_budget(tokenizer, instruction, max_length)
+    tok = as_fast(tokenizer)
+    budget = text_budget(tok, instruction, max_length)
     if budget < MIN_TEXT_TOKENS:
         raise ValueError(
             f"instruction is too long: it leaves {budget} document tokens per window "
@@ -76,34 +77,14 @@ def encode_windows(
         raise ValueError(f"stride={stride} must be in [0, {budget}) for this instruction and max_length")
     if not texts:
         return []
-    enc = tokenizer(
-        [instruction] * len(texts),
-        list(texts),
-        truncation="only_second",
-        max_length=max_length,
-        stride=stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=with_offsets,
-        padding=False,
-    )
-    types = enc.get("token_type_ids")
     windows = []
-    for w, doc_index in enumerate(enc["overflow_to_sample_mapping"]):
-        offsets = None
-        if with_offsets:
-            offsets = [
-                (int(s), int(e)) if sid == 1 and e > s else None
-                for sid, (s, e) in zip(enc.sequence_ids(w), enc["offset_mapping"][w])
-            ]
-        windows.append(
-            Window(
-                doc_index=int(doc_index),
-                input_ids=enc["input_ids"][w],
-                attention_mask=enc["attention_mask"][w],
-                token_type_ids=types[w] if types is not None else None,
-                offsets=offsets,
-            )
-        )
+    for doc_index, encodings in enumerate(tok.pairs(instruction, list(texts), max_length, stride)):
+        for e in encodings:
+            offsets = None
+            if with_offsets:
+                offsets = [(s, t) if sid == 1 and t > s else None for sid, (s, t) in zip(e.sequence_ids, e.offsets)]
+            windows.append(Window(doc_index=doc_index, input_ids=e.ids, attention_mask=e.attention_mask,
+                                  token_type_ids=e.type_ids if tok.types else None, offsets=offsets))
     return windows
 
 

@@ -17,9 +17,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from falconer_ray.proxy.model import WEIGHTS_NAME, ProxyModel
+from falconer_ray.proxy.folder import WEIGHTS_NAME
 
 INT8_NAME = "proxy.int8.onnx"
 OPSET = 17
@@ -40,16 +40,26 @@ def int8_path(proxy_dir: str | os.PathLike) -> Path:
     return Path(proxy_dir) / INT8_NAME
 
 
-def export_int8(proxy_dir: str | os.PathLike) -> Path:
-    """The proxy's quantized graph, built unless a current one is cached: a graph older
-    than the weights (the proxy was retrained in place) is rebuilt."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def is_current(proxy_dir: str | os.PathLike) -> bool:
+    """A cached graph no older than the weights (else the proxy was retrained in place)."""
+    out, weights = int8_path(proxy_dir), Path(proxy_dir) / WEIGHTS_NAME
+    return out.exists() and (not weights.exists() or out.stat().st_mtime >= weights.stat().st_mtime)
 
+
+def export_int8(proxy_dir: str | os.PathLike) -> Path:
+    """The proxy's quantized graph, built unless a current one is cached. Only
+    building it needs torch, onnx and the quantizer."""
     proxy_dir = Path(proxy_dir)
     out = int8_path(proxy_dir)
-    weights = proxy_dir / WEIGHTS_NAME
-    if out.exists() and (not weights.exists() or out.stat().st_mtime >= weights.stat().st_mtime):
+    if is_current(proxy_dir):
         return out
+    if (why := available()) is not None:
+        raise RuntimeError(why)
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from falconer_ray.proxy.model import ProxyModel
+
     model = ProxyModel.load(proxy_dir, map_location="cpu").eval()
     names = input_names(model.tokenizer)
     example = model.tokenizer(["an example"], ["to trace the graph"], return_tensors="pt")
@@ -86,21 +96,46 @@ def input_names(tokenizer) -> list[str]:
 
 
 class Int8Forward:
-    """Callable like ProxyModel's forward (ids, mask, types) -> (label_logits, tag_logits),
-    running the quantized graph in ONNX Runtime with `threads` intra-op threads."""
+    """The quantized graph in ONNX Runtime, as a `Proxy` forward pass: numpy batches
+    in, label logits and tag probabilities out. `threads`: intra-op threads (None:
+    ONNX Runtime's default, one per physical core)."""
+
+    device = "cpu"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise RuntimeError(f"onnx-int8 needs onnxruntime (pip install onnxruntime, or the package's onnx extra): {e}") from e
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads or torch.get_num_threads())
+        options.intra_op_num_threads = max(0, threads or 0)
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, input_ids, attention_mask, token_type_ids=None):
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.names:
-            feeds["token_type_ids"] = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
-        label, tag = self.session.run(None, {k: v.cpu().numpy() for k, v in feeds.items()})
-        return torch.from_numpy(label), torch.from_numpy(tag)
+    @property
+    def types(self) -> bool:
+        """Whether the graph reads token_type_ids (it was traced from a BERT-style model)."""
+        return "token_type_ids" in self.names
+
+    def place(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None):
+        return ids, mask, types
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None):
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.types:
+            feeds["token_type_ids"] = types if types is not None else np.zeros_like(ids)
+        return self.session.run(None, feeds)
+
+    def fetch(self, out, tags: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        label, tag = out
+        return label.astype(np.float32, copy=False), softmax(tag) if tags else None
+
+    def sync(self) -> None:
+        """Runs are synchronous."""
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

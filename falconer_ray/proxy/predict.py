@@ -10,75 +10,84 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
 from falconer_ray.proxy.encoding import Window, decode_spans, encode_windows, merge_spans
-from falconer_ray.proxy.model import ProxyModel, read_meta
+from falconer_ray.proxy.fast_tokenizer import FastTokenizer, as_fast
+from falconer_ray.proxy.folder import read_meta, read_tokenizer
 from falconer_ray.spans import Span
 
 
 class Proxy:
-    """A trained ProxyModel ready for get_label / get_span style calls.
+    """A trained proxy ready for get_label / get_span style calls.
 
-    On a GPU the weights are cast to bf16 once (not autocast per call): half the
-    memory traffic, and the tensor cores' native type. `dtype` overrides that.
-    `model` may also be another runtime's forward pass (`int8.Int8Forward`), which
-    runs as it is and needs `tokenizer`, `max_length` and `stride` given.
+    `model` is a torch ProxyModel (run by `TorchForward`, on `device` in `dtype`) or
+    another runtime's forward pass (`int8.Int8Forward`), which then needs `tokenizer`,
+    `max_length` and `stride` given. Nothing here imports torch: an int8 proxy runs
+    without it.
     """
 
-    def __init__(self, model: ProxyModel, tokenizer=None, device: str | torch.device | None = None,
-                 batch_size: int = 32, max_length: int | None = None, stride: int | None = None,
-                 dtype: torch.dtype | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if dtype is None:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = model.to(self.device, dtype=dtype).eval() if isinstance(model, torch.nn.Module) else model
-        self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-        if self.tokenizer is None:
+    def __init__(self, model, tokenizer=None, device=None, batch_size: int = 32,
+                 max_length: int | None = None, stride: int | None = None, dtype=None):
+        if hasattr(model, "fetch"):
+            self.forward = model
+        else:
+            from falconer_ray.proxy.torch_forward import TorchForward
+
+            self.forward = TorchForward(model, device, dtype)
+        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        if tokenizer is None:
             raise ValueError("Proxy needs a tokenizer (pass one or use a model that carries it)")
+        self.tokenizer: FastTokenizer = as_fast(tokenizer)
         self.batch_size = batch_size
         self.max_length = max_length or model.max_length
         self.stride = stride if stride is not None else model.stride
         self.last_windows: list[int] = []  # windows per document of the latest call (long documents: > 1)
 
+    @property
+    def device(self):
+        return self.forward.device
+
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device | None = None,
-             batch_size: int = 32, dtype: torch.dtype | None = None, runtime: str = "torch") -> "Proxy":
+    def load(cls, directory: str | os.PathLike, device=None, batch_size: int = 32, dtype=None,
+             runtime: str = "torch", threads: int | None = None) -> "Proxy":
         """`runtime`: "torch", or "onnx-int8" (CPU only) for the cached quantized graph
-        (`falconer_ray.proxy.int8`), built on first use. The int8 path reads only the
-        graph, tokenizer and proxy.json once the graph is cached: no torch model is
-        built (MiniLM, imports warm: 0.12 s instead of 1.2 s)."""
+        (`falconer_ray.proxy.int8`), built on first use. Once the graph is cached the
+        int8 path reads only it, tokenizer.json and proxy.json, and imports neither
+        torch nor transformers (a cold mining actor: 0.8 s instead of 6.5 s).
+        `threads`: CPU threads for the forward pass (None: the runtime's default)."""
         if runtime == "torch":
+            import torch
+
+            from falconer_ray.proxy.model import ProxyModel
+
+            if threads:
+                torch.set_num_threads(threads)
             return cls(ProxyModel.load(directory, map_location="cpu"), device=device, batch_size=batch_size, dtype=dtype)
         if runtime != "onnx-int8":
             raise ValueError(f"proxy runtime must be 'torch' or 'onnx-int8', not {runtime!r}")
-        from transformers import AutoTokenizer
-
         from falconer_ray.proxy import int8
 
-        if (why := int8.available()) is not None:
-            raise RuntimeError(why)
-        forward = int8.Int8Forward(int8.export_int8(directory))
+        forward = int8.Int8Forward(int8.export_int8(directory), threads)
         meta = read_meta(directory)
-        return cls(forward, AutoTokenizer.from_pretrained(directory), device="cpu", batch_size=batch_size,
+        return cls(forward, read_tokenizer(directory, types=forward.types), batch_size=batch_size,
                    max_length=meta["max_length"], stride=meta["stride"])
 
-    def tensor_batches(self, windows: list[Window]):
-        """Windows sorted by length, cut into batches that pad only to their own longest."""
+    def padded_batches(self, windows: list[Window]):
+        """Windows sorted by length, cut into int64 batches that pad only to their own longest."""
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]), reverse=True)
-        pad_id = self.tokenizer.pad_token_id or 0
+        pad_id = self.tokenizer.pad_id
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
             T = len(windows[idx[0]])
-            ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), T), dtype=torch.long)
-            types = torch.zeros((len(idx), T), dtype=torch.long) if windows[idx[0]].token_type_ids is not None else None
+            ids = np.full((len(idx), T), pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), T), dtype=np.int64)
+            types = np.zeros((len(idx), T), dtype=np.int64) if windows[idx[0]].token_type_ids is not None else None
             for j, i in enumerate(idx):
                 w = windows[i]
-                ids[j, : len(w)] = torch.tensor(w.input_ids)
+                ids[j, : len(w)] = w.input_ids
                 mask[j, : len(w)] = 1
                 if types is not None:
-                    types[j, : len(w)] = torch.tensor(w.token_type_ids)
+                    types[j, : len(w)] = w.token_type_ids
             yield idx, ids, mask, types
 
     def _run(self, texts: list[str], instruction: str, tags: bool = True) -> tuple[list[Window], np.ndarray, list[np.ndarray]]:
@@ -98,38 +107,34 @@ class Proxy:
         probs: list[np.ndarray] = []
 
         def collect(launched):
-            for idx, lab, tag in launched:
-                for i, v in zip(idx, lab.float().cpu().tolist()):
+            for idx, out in launched:
+                lab, p = self.forward.fetch(out, tags)
+                for i, v in zip(idx, lab.tolist()):
                     logits[i] = v
                 if tags:
-                    p = torch.softmax(tag.float(), dim=-1).cpu().numpy()
                     for j, i in enumerate(idx):
                         probs[i] = p[j, : len(windows[i])]
 
-        dev, step = self.device, self.batch_size * 4
+        step = self.batch_size * 4
         by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         pending = None
-        with torch.inference_mode():
-            for start in range(0, len(texts), step):
-                docs = by_length[start : start + step]
-                chunk = encode_windows(self.tokenizer, instruction, [texts[i] for i in docs],
-                                       self.max_length, self.stride, with_offsets=tags)
-                first = len(windows)
-                for w in chunk:
-                    w.doc_index = docs[w.doc_index]
-                windows += chunk
-                logits += [0.0] * len(chunk)
-                probs += [None] * len(chunk)  # type: ignore[list-item]
-                launched = []
-                for idx, ids, mask, types in self.tensor_batches(chunk):
-                    lab, tag = self.model(ids.to(dev, non_blocking=True), mask.to(dev, non_blocking=True),
-                                          None if types is None else types.to(dev, non_blocking=True))
-                    launched.append(([first + i for i in idx], lab, tag))
-                if pending is not None:
-                    collect(pending)
-                pending = launched
+        for start in range(0, len(texts), step):
+            docs = by_length[start : start + step]
+            chunk = encode_windows(self.tokenizer, instruction, [texts[i] for i in docs],
+                                   self.max_length, self.stride, with_offsets=tags)
+            first = len(windows)
+            for w in chunk:
+                w.doc_index = docs[w.doc_index]
+            windows += chunk
+            logits += [0.0] * len(chunk)
+            probs += [None] * len(chunk)  # type: ignore[list-item]
+            launched = [([first + i for i in idx], self.forward(ids, mask, types))
+                        for idx, ids, mask, types in self.padded_batches(chunk)]
             if pending is not None:
                 collect(pending)
+            pending = launched
+        if pending is not None:
+            collect(pending)
         self.last_windows = np.bincount([w.doc_index for w in windows], minlength=len(texts)).tolist()
         return windows, np.asarray(logits, dtype=np.float32), probs
 
