@@ -341,12 +341,17 @@ def mark_duplicate_ids(run: RunDir, shards: list[Shard]) -> int:
     return sum(len(at) for at in moves.values())
 
 
-def error_reasons(errors: pa.Array) -> dict[str, int]:
-    """Errors counted by reason: the text before the first colon (`malformed_json`, ...)."""
-    if not len(errors):
-        return {}
-    reasons = pc.utf8_trim_whitespace(pc.list_element(pc.split_pattern(errors, ":", max_splits=1), 0))
-    return {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()}
+def error_reasons(errors: pads.Dataset) -> dict[str, int]:
+    """Errors counted by reason, the text before the first colon (`malformed_json`,
+    ...), one record batch at a time: a corpus can fail everywhere."""
+    out: dict[str, int] = {}
+    for batch in errors.scanner(columns=["error"]).to_batches():
+        if not batch.num_rows:
+            continue
+        reasons = pc.utf8_trim_whitespace(pc.list_element(pc.split_pattern(batch.column("error"), ":", max_splits=1), 0))
+        for r in pc.value_counts(reasons).to_pylist():
+            out[r["values"]] = out.get(r["values"], 0) + r["counts"]
+    return out
 
 
 def tally(rows: pads.Dataset, cascade: bool) -> dict[str, int]:
@@ -393,9 +398,9 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) 
     if cfg.mine.jsonl:
         write_jsonl(run.results, run.path / "results.jsonl")
     docs_in = counts["kept"] + counts["filtered"] + counts["error"]
-    errors = pads.dataset(str(run.errors), format="parquet").to_table(columns=["error"]).column("error")
+    errors = pads.dataset(str(run.errors), format="parquet")
     out = {"docs_in": docs_in, "docs_kept": counts["kept"], "docs_filtered": counts["filtered"],
-           "docs_error": counts["error"], "errors_by_reason": error_reasons(errors.combine_chunks()),
+           "docs_error": counts["error"], "errors_by_reason": error_reasons(errors),
            "duplicate_ids": duplicates, "docs_windowed": counts["windowed"]}
     if cascade:
         out["docs_to_teacher"] = counts["to_teacher"]

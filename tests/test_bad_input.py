@@ -114,6 +114,18 @@ def test_bad_input_is_counted_by_reason_in_the_report_and_on_the_cli(ray_local, 
     assert out["long"]["folder"] == "results"
 
 
+def test_errors_are_counted_by_reason_across_files_and_batches(tmp_path):
+    import pyarrow.parquet as pq
+
+    from falconer_ray.mine import error_reasons
+
+    for f, errors in enumerate([["empty_text: row 1", "malformed_json: line 3: bad"] * 3, [], ["timeout"]]):
+        pq.write_table(pa.table({"doc_id": [str(i) for i in range(len(errors))], "error": pa.array(errors, pa.string())}),
+                       tmp_path / f"part-{f}.parquet", row_group_size=2)
+    counted = error_reasons(pads.dataset(str(tmp_path), format="parquet"))
+    assert counted == {"empty_text": 3, "malformed_json": 3, "timeout": 1}
+
+
 def test_bad_arguments_settings_and_plans_say_what_to_fix(tmp_path):
     runner = CliRunner()
     corpus = tmp_path / "c.jsonl"
