@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -70,6 +71,20 @@ def compute_loss(
     else:
         loss = loss + 0.0 * tag_logits.sum()
     return loss
+
+
+def _no_random_init():
+    """Skips drawing random weights that loading overwrites at once: for a
+    RoBERTa-large-size encoder that draw took 6.3 s on 2 cores, MiniLM 0.45 s. Where
+    transformers does not offer it, weights are drawn as usual."""
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights  # transformers 4
+        except ImportError:
+            return nullcontext()
+    return no_init_weights()
 
 
 class ProxyModel(nn.Module):
@@ -156,7 +171,8 @@ class ProxyModel(nn.Module):
 
         d = Path(directory)
         meta = read_meta(d)
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(d))
+        with _no_random_init():
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(d))
         model = cls(
             encoder,
             AutoTokenizer.from_pretrained(d),
