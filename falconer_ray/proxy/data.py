@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from falconer_ray.proxy.encoding import IGNORE, Window, bio_tags, encode_windows
+from falconer_ray.proxy.fast_tokenizer import as_fast
 from falconer_ray.proxy.model import compute_loss
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -30,10 +31,6 @@ def _example(window: Window, kind: int, label: float, tags: list[int], pad_id: i
     return ex
 
 
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
 def label_examples(tokenizer, instruction: str, texts: list[str], labels: list[float],
                    max_length: int = 256, stride: int = 64) -> list[dict]:
     """One example per window; every window carries its document's target: a yes/no
@@ -44,7 +41,7 @@ def label_examples(tokenizer, instruction: str, texts: list[str], labels: list[f
     bad = [x for x in targets if not 0.0 <= x <= 1.0]
     if bad:
         raise ValueError(f"label targets must lie in [0, 1]; got {bad[0]}")
-    pad = _pad_id(tokenizer)
+    pad = as_fast(tokenizer).pad_id
     return [
         _example(w, 0, targets[w.doc_index], [IGNORE] * len(w), pad)
         for w in encode_windows(tokenizer, instruction, texts, max_length, stride)
@@ -56,7 +53,7 @@ def span_examples(tokenizer, instruction: str, texts: list[str], spans: list[lis
     """One example per window with BIO targets from the document's gold char spans."""
     if len(texts) != len(spans):
         raise ValueError(f"{len(texts)} texts but {len(spans)} span lists")
-    pad = _pad_id(tokenizer)
+    pad = as_fast(tokenizer).pad_id
     return [
         _example(w, 1, 0.0, bio_tags(w, [tuple(s) for s in spans[w.doc_index]]), pad)
         for w in encode_windows(tokenizer, instruction, texts, max_length, stride)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from falconer_ray.proxy.fast_tokenizer import as_fast
 from falconer_ray.proxy.folder import WEIGHTS_NAME
 
 INT8_NAME = "proxy.int8.onnx"
@@ -92,7 +93,7 @@ def _quiet():
 
 def input_names(tokenizer) -> list[str]:
     names = ["input_ids", "attention_mask"]
-    return names + ["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else names
+    return names + ["token_type_ids"] if as_fast(tokenizer).types else names
 
 
 class Int8Forward:
