@@ -220,13 +220,21 @@ def test_learns_to_extract_colours():
     assert span_f1([[(s.start, s.end) for s in f] for f in found], test_spans) > 0.8
 
 
-def test_answers_come_back_in_input_order_whatever_the_lengths(minilm):
-    """Texts are processed longest first, in chunks: every answer must still land on its
-    own document, the same as when that document is asked alone."""
-    rng = random.Random(3)
+def mixed_texts(seed: int = 3) -> list[str]:
+    rng = random.Random(seed)
     texts = [" ".join(rng.choice(COLOURS + NOUNS) for _ in range(rng.choice([1, 5, 30, 120]))) for _ in range(18)]
     texts[4], texts[11] = "", "a " + "purple kite " * 200  # empty, and several windows
-    proxy = Proxy(minilm, device="cpu", batch_size=2, max_length=64, stride=16)  # chunks of 8 texts
+    return texts
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["one-chunk", "gpu-style-chunks"])
+def test_answers_come_back_in_input_order_whatever_the_lengths(minilm, queued):
+    """Texts are processed longest first, in one chunk or (as on a GPU) in chunks of
+    four batches: every answer must still land on its own document, the same as when
+    that document is asked alone."""
+    texts = mixed_texts()
+    proxy = Proxy(minilm, device="cpu", batch_size=2, max_length=64, stride=16)
+    proxy.forward.queued = queued  # the real model, scheduled as on a GPU: chunks of 8 texts
     scores = proxy.label_scores(texts, INSTR)
     windows = list(proxy.last_windows)
     spans, confidence = proxy.extract_with_confidence(texts, INSTR, threshold=0.0)
@@ -239,3 +247,35 @@ def test_answers_come_back_in_input_order_whatever_the_lengths(minilm):
         assert all(s.text == text[s.start:s.end] for s in spans[i])
         assert confidence[i] == pytest.approx(alone_conf[0], abs=1e-4), i
     assert windows[11] > 1 and windows[4] == 1
+
+
+def test_a_cpu_call_batches_every_window_by_its_token_count(minilm):
+    """Off a GPU nothing overlaps the forward passes, so a call's windows are batched
+    across the whole call: it pads no more tokens than sorting them all would, and
+    fewer than GPU-style chunks, whose edges follow character counts."""
+    from falconer_ray.proxy import encode_windows
+
+    texts = mixed_texts(5) + ["!!!! ?? .. " * 9, "antidisestablishmentarianism " * 3]  # few or many characters per token
+    proxy = Proxy(minilm, device="cpu", batch_size=2, max_length=64, stride=16)
+    forward = proxy.forward
+
+    def padded_tokens(queued: bool) -> int:
+        shapes = []
+
+        class Recording:  # the real forward pass, its batch shapes noted
+            def __call__(self, ids, mask, types=None):
+                shapes.append(ids.shape)
+                return forward(ids, mask, types)
+
+            def __getattr__(self, name):
+                return getattr(forward, name)
+
+        proxy.forward = Recording()
+        forward.queued = queued
+        proxy.label_scores(texts, INSTR)
+        return sum(rows * length for rows, length in shapes)
+
+    windows = encode_windows(proxy.tokenizer, INSTR, texts, 64, 16, with_offsets=False)
+    tightest = sum(ids.size for _, ids, _, _ in proxy.padded_batches(windows))
+    assert padded_tokens(queued=False) == tightest
+    assert padded_tokens(queued=True) > tightest

@@ -102,6 +102,7 @@ class Int8Forward:
     ONNX Runtime's default, one per physical core)."""
 
     device = "cpu"
+    queued = False  # runs return when done: nothing overlaps them
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         try:

@@ -93,14 +93,14 @@ class Proxy:
     def _run(self, texts: list[str], instruction: str, tags: bool = True) -> tuple[list[Window], np.ndarray, list[np.ndarray]]:
         """Windows, per-window label logits, and (when `tags`) per-window tag probabilities [T, 3].
 
-        Texts go through longest first, in chunks of a few batches, so that each
-        chunk holds texts of about the same length and its batches pad little (on
-        short reviews, chunks in corpus order padded 22% more tokens; side by side,
-        mining calls ran 1.07 to 1.18x faster this way). On a GPU every forward pass
-        of a chunk is queued asynchronously before the previous chunk's results are
-        read back, so tokenizing the next chunk overlaps the GPU's work on this one.
-        Windows come back in that order; each one's `doc_index` says which text it
-        belongs to.
+        Texts go through longest first, in chunks, and each chunk's windows are
+        batched by token count, so batches pad little. On a GPU (`forward.queued`) a
+        chunk is a few batches: its forward passes are queued before the previous
+        chunk's results are read back, so tokenizing the next chunk overlaps the GPU's
+        work. Elsewhere nothing overlaps, so the whole call is one chunk: sorting by
+        characters only approximates tokens, and chunks of four batches padded 6% more
+        tokens on short reviews and made a CPU mining call 1.12x slower. Windows come
+        back in that order; each one's `doc_index` says which text it belongs to.
         """
         windows: list[Window] = []
         logits: list[float] = []
@@ -115,7 +115,7 @@ class Proxy:
                     for j, i in enumerate(idx):
                         probs[i] = p[j, : len(windows[i])]
 
-        step = self.batch_size * 4
+        step = self.batch_size * 4 if self.forward.queued else max(1, len(texts))
         by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         pending = None
         for start in range(0, len(texts), step):

@@ -20,6 +20,7 @@ class TorchForward:
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.model = model.to(self.device, dtype=dtype).eval()
+        self.queued = self.device.type == "cuda"  # calls return before the work is done
 
     def place(self, ids, mask, types):
         """A batch on the device, so a loop of calls times only the forward pass."""
