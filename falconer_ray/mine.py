@@ -170,8 +170,8 @@ MIN_DOCS_PER_CALL = 16
 
 
 def call_size(cfg: RunConfig, docs: int, actors: int) -> int:
-    """Documents per actor call: `mine.batch_size` when set; otherwise the hardware's
-    default, cut so that every actor gets at least CALLS_PER_ACTOR calls. Ray Data hands
+    """Documents per actor call: `mine.batch_size` when set; otherwise the default,
+    cut so that every actor gets at least CALLS_PER_ACTOR calls. Ray Data hands
     each call to one actor, so a corpus of only a few large calls leaves the other
     actors idle (1,000 IMDB reviews in 512-document calls ran no faster on 2 actors
     than on 1)."""
