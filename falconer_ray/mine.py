@@ -30,6 +30,7 @@ from falconer_ray.spans import Span
 from falconer_ray.units import ResumeError, UnitCollector, UnitStore, check_complete, fingerprint, shard_done
 
 UNIT_META = ("_unit", "_row", "_unit_rows", "_last")
+BUSY = "_busy_s"  # a proxy call's seconds, per row: the driver sums them (start_and_steady)
 SPAN_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]))
 
 
@@ -119,6 +120,13 @@ class ProxyStage:
         self.schema = output_schema(self.plan, self.cfg.mine.keep_text, cascade, routed_text=cascade)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        table = self._answer(batch)
+        # the call's seconds, spread over its rows so that any split of the block sums right
+        busy = (time.perf_counter() - started) / max(1, batch.num_rows)
+        return table.append_column(BUSY, pa.array([busy] * batch.num_rows, pa.float64()))
+
+    def _answer(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         ok = [i for i, r in enumerate(rows) if not r["error"]]
         out = {f.name: [None] * len(rows) for f in self.schema}
@@ -222,7 +230,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     collector = UnitCollector(store)
     expected = count_documents(cfg, cfg.quote.count_bytes)["docs"] - sum(store.entries[u]["rows"] for u in reused)
     per_call = call_size(cfg, expected, high)
-    first = None  # (when, rows) of the first mined block
+    busy = 0.0  # seconds the proxy actors spent in their calls
     if todo:
         ds = read_corpus(cfg.corpus, *read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused), readers=high)
         threads = max(1, int(cfg.mine.cpus_per_actor))
@@ -251,7 +259,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
         # The driver commits units as their rows stream in: output rows are small, and
         # only the driver sees every row of a unit, so only it can tell one is complete.
         with watch("proxy mining", max(0, expected), lambda: collector.rows):
-            first = stream_into(collector, ds)
+            busy = stream_into(collector, ds)
             collector.finish()
     mined_s = time.monotonic() - started
     check_complete(shards, store.entries, unit_rows, read_args)
@@ -263,7 +271,8 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     mined_docs = sum(store.entries[u]["rows"] for u in store.entries if u not in reused)
     stats = {**counts, "mine_s": round(mined_s, 3), "actors": [low, high], "docs_per_call": per_call,
              "proxy_docs_per_s": round(mined_docs / mined_s, 3) if mined_s > 0 and mined_docs else None,
-             **start_and_steady(first, started, mined_s, mined_docs),
+             # with a teacher stage, the teacher sets the pace: the split would say nothing
+             **start_and_steady(0.0 if threshold is not None else busy, high, mined_s, mined_docs),
              "runtime": runtime,
              "units": {"total": len(store.entries), "reused": len(reused), "mined": collector.committed,
                        "unit_rows": unit_rows, "commit_s": round(collector.seconds, 3)},
@@ -273,31 +282,27 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     return stats
 
 
-def stream_into(collector: UnitCollector, ds) -> tuple[float, int] | None:
-    """Feed the mined rows to the collector; when (monotonic) and how many rows the
-    first block brought, or None when there were none."""
-    first = None
+def stream_into(collector: UnitCollector, ds) -> float:
+    """Feed the mined rows to the collector; the seconds the proxy actors were busy
+    (their calls' `_busy_s`, summed)."""
+    busy = 0.0
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        if first is None:
-            first = (time.monotonic(), block.num_rows)
-        collector.add(block)
-    return first
+        busy += pc.sum(block.column(BUSY)).as_py() or 0.0
+        collector.add(block.drop_columns([BUSY]))
+    return busy
 
 
-def start_and_steady(first: tuple[float, int] | None, started: float, mined_s: float, mined_docs: int) -> dict:
-    """`steady_docs_per_s`: the rate after the first block came back, which is what a
-    large corpus sees; `start_s`: the seconds the run took beyond that rate (mine_s -
-    docs / steady), i.e. starting the actors and loading the proxy, a fixed cost of
-    every run. Not the first block's arrival: Ray Data returns one block per read
-    task, so that also holds a whole file's worth of work."""
-    if first is None:
+def start_and_steady(busy_s: float, actors: int, mined_s: float, mined_docs: int) -> dict:
+    """`steady_docs_per_s`: the pool's rate while its actors are busy (docs over busy
+    seconds per actor), which is what a large corpus sees; `start_s`: the seconds the
+    run took beyond that rate, i.e. starting the actors, loading the proxy, the first
+    reads and the last actor finishing alone: a fixed cost of every run. Measured in
+    the actors: the driver sees blocks when Ray Data hands them over, which is not
+    when they were done (two actors' first calls, done 0.5 s apart, came 4 s apart)."""
+    if busy_s <= 0 or not mined_docs:
         return {"start_s": None, "steady_docs_per_s": None}
-    at, rows = first
-    rest_s = started + mined_s - at
-    if rest_s <= 0 or mined_docs <= rows:
-        return {"start_s": None, "steady_docs_per_s": None}
-    steady = (mined_docs - rows) / rest_s
-    return {"start_s": round(max(0.0, mined_s - mined_docs / steady), 3), "steady_docs_per_s": round(steady, 3)}
+    per_actor = busy_s / max(1, actors)
+    return {"start_s": round(max(0.0, mined_s - per_actor), 3), "steady_docs_per_s": round(mined_docs / per_actor, 3)}
 
 
 def mark_duplicate_ids(run: RunDir, shards: list[Shard]) -> int:

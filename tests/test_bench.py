@@ -73,11 +73,28 @@ def test_memory_growth_compares_the_largest_corpus_with_the_smallest():
 def test_start_and_steady_split_the_fixed_start_from_the_rate():
     from falconer_ray.mine import start_and_steady
 
-    # Mining began at t=100; the first block (50 rows) came back at t=110; 1,050 rows in 30 s:
-    # 50 docs/s after the first block, so 30 - 1,050 / 50 = 9 s more than that rate would take.
-    assert start_and_steady((110.0, 50), 100.0, 30.0, 1050) == {"start_s": 9.0, "steady_docs_per_s": 50.0}
-    assert start_and_steady((110.0, 50), 100.0, 10.0, 50) == {"start_s": None, "steady_docs_per_s": None}  # one block
-    assert start_and_steady(None, 100.0, 0.0, 0) == {"start_s": None, "steady_docs_per_s": None}
+    # Two actors were busy 40 s in all (20 s each) for 1,000 rows of a 30 s run: 50 docs/s
+    # while busy, and 30 - 20 = 10 s that no steady rate explains (start, the last call alone).
+    assert start_and_steady(40.0, 2, 30.0, 1000) == {"start_s": 10.0, "steady_docs_per_s": 50.0}
+    assert start_and_steady(0.0, 2, 30.0, 1000) == {"start_s": None, "steady_docs_per_s": None}  # not measured
+    assert start_and_steady(0.0, 2, 0.0, 0) == {"start_s": None, "steady_docs_per_s": None}
+
+
+def test_mining_actors_report_their_busy_seconds(ray_local, tmp_path):
+    """The split comes from the actors' own call times: they are measured (a split
+    exists), and an actor is busy for less than the whole run (some start is left)."""
+    from falconer_ray.bench.corpus import write_corpus
+    from falconer_ray.bench.throughput import LABEL_INSTRUCTION, fresh_proxy, pipeline_rate
+    from falconer_ray.plan import Plan, Step
+
+    cfg = RunConfig()
+    texts = [f"review {i}: " + "a fine film " * (i % 7 + 1) for i in range(200)]
+    corpus = write_corpus(texts, tmp_path / "corpus")
+    proxy = fresh_proxy(cfg, tmp_path / "proxy")
+    plan = Plan(steps=[Step(id="label", op="get_label", instruction=LABEL_INSTRUCTION)])
+    r = pipeline_rate(corpus, proxy, plan, cfg, 1, tmp_path / "work")
+    assert r["proxy_steady_docs_per_s"] >= r["proxy_docs_per_s"] > 0
+    assert 0 < r["proxy_start_s"] < 200 / r["proxy_docs_per_s"]
 
 
 def test_the_benchmark_proxy_is_drawn_from_the_seed(tmp_path):
