@@ -10,7 +10,7 @@ Three rates on the same documents and the same machine:
   `overhead` is how far the pipeline falls short of it.
 Whole-plan rates (label then span on every document) combine the two primitives'
 times per document. Each pipeline rate also comes split into its fixed start and its
-steady rate (`falconer_ray.mine.start_and_steady`).
+steady rate, from the actors' own busy seconds (`falconer_ray.mine.start_and_steady`).
 """
 
 from __future__ import annotations
