@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -31,6 +32,7 @@ from falconer_ray.units import ResumeError, UnitCollector, UnitStore, check_comp
 
 UNIT_META = ("_unit", "_row", "_unit_rows", "_last")
 BUSY = "_busy_s"  # a proxy call's seconds, per row: the driver sums them (start_and_steady)
+ACTOR = "_actor"  # which actor answered: an autoscaled pool's busy seconds are split over the actors that ran
 SPAN_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("score", pa.float64())]))
 
 
@@ -116,6 +118,7 @@ class ProxyStage:
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
                                 runtime=self.cfg.proxy.runtime, threads=max(1, threads))
         self.threshold = threshold  # cascade: below it, the teacher answers
+        self.actor_id = uuid.uuid4().int >> 65  # unique across nodes and restarts, fits int64
         cascade = threshold is not None
         self.schema = output_schema(self.plan, self.cfg.mine.keep_text, cascade, routed_text=cascade)
 
@@ -124,7 +127,8 @@ class ProxyStage:
         table = self._answer(batch)
         # the call's seconds, spread over its rows so that any split of the block sums right
         busy = (time.perf_counter() - started) / max(1, batch.num_rows)
-        return table.append_column(BUSY, pa.array([busy] * batch.num_rows, pa.float64()))
+        table = table.append_column(BUSY, pa.array([busy] * batch.num_rows, pa.float64()))
+        return table.append_column(ACTOR, pa.array([self.actor_id] * batch.num_rows, pa.int64()))
 
     def _answer(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -230,7 +234,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     collector = UnitCollector(store)
     expected = count_documents(cfg, cfg.quote.count_bytes)["docs"] - sum(store.entries[u]["rows"] for u in reused)
     per_call = call_size(cfg, expected, high)
-    busy = 0.0  # seconds the proxy actors spent in their calls
+    busy, answered = 0.0, 0  # seconds the proxy actors spent in their calls; how many actors
     if todo:
         ds = read_corpus(cfg.corpus, *read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused), readers=high)
         threads = max(1, int(cfg.mine.cpus_per_actor))
@@ -259,7 +263,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
         # The driver commits units as their rows stream in: output rows are small, and
         # only the driver sees every row of a unit, so only it can tell one is complete.
         with watch("proxy mining", max(0, expected), lambda: collector.rows):
-            busy = stream_into(collector, ds)
+            busy, answered = stream_into(collector, ds)
             collector.finish()
     mined_s = time.monotonic() - started
     check_complete(shards, store.entries, unit_rows, read_args)
@@ -272,7 +276,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     stats = {**counts, "mine_s": round(mined_s, 3), "actors": [low, high], "docs_per_call": per_call,
              "proxy_docs_per_s": round(mined_docs / mined_s, 3) if mined_s > 0 and mined_docs else None,
              # with a teacher stage, the teacher sets the pace: the split would say nothing
-             **start_and_steady(0.0 if threshold is not None else busy, high, mined_s, mined_docs),
+             **start_and_steady(0.0 if threshold is not None else busy, answered, mined_s, mined_docs),
              "runtime": runtime,
              "units": {"total": len(store.entries), "reused": len(reused), "mined": collector.committed,
                        "unit_rows": unit_rows, "commit_s": round(collector.seconds, 3)},
@@ -282,14 +286,15 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     return stats
 
 
-def stream_into(collector: UnitCollector, ds) -> float:
+def stream_into(collector: UnitCollector, ds) -> tuple[float, int]:
     """Feed the mined rows to the collector; the seconds the proxy actors were busy
-    (their calls' `_busy_s`, summed)."""
-    busy = 0.0
+    (their calls' `_busy_s`, summed) and how many actors answered."""
+    busy, actors = 0.0, set()
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         busy += pc.sum(block.column(BUSY)).as_py() or 0.0
-        collector.add(block.drop_columns([BUSY]))
-    return busy
+        actors.update(pc.unique(block.column(ACTOR)).to_pylist())
+        collector.add(block.drop_columns([BUSY, ACTOR]))
+    return busy, len(actors)
 
 
 def start_and_steady(busy_s: float, actors: int, mined_s: float, mined_docs: int) -> dict:
