@@ -54,7 +54,8 @@ class QuoteConfig(BaseModel):
     teacher_usd_per_m_output_tokens: float = Field(0.0, ge=0, description="API teachers: price per million completion tokens.")
     train_overhead_s: float = Field(30.0, ge=0, description="Fixed cost of a Ray Train run (worker start, model load, checkpoint).")
     mine_overhead_s: float = Field(20.0, ge=0, description="Fixed cost of mining: Ray Data starting the proxy actors, each "
-                                   "loading the proxy (measured on 2 cores: torch 15-30 s, int8 8-16 s).")
+                                   "loading the proxy, the last call running alone (timed in the actors on 2 cores: torch 7-11 s, "
+                                   "int8 2-5 s; more for larger models and cold cluster nodes).")
     pilot_docs: int = Field(6, ge=2, le=200, description="Documents the teacher answers in the pilot, per step.")
     pilot_batches: int = Field(2, ge=1, le=100, description="Proxy forward batches timed in the pilot.")
     count_bytes: int = Field(2 << 30, ge=1 << 20, description="Bytes read to count documents exactly; beyond them the count is extrapolated.")
