@@ -119,7 +119,7 @@ class MineConfig(BaseModel):
     def docs_per_call(self) -> int:
         """2,048 on CPUs too: on short reviews a call of 512 padded 6.3% more tokens than
         its real ones and one of 2,048 1.8%, and 12,000 documents mined 1.07x faster.
-        Its windows take about 130 MB per actor on IMDB-length reviews (offsets included)."""
+        Its windows take about 12 MB per actor on IMDB-length reviews (offsets included)."""
         return self.batch_size or 2048
 
     def windows_per_forward(self) -> int:

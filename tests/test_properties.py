@@ -619,7 +619,7 @@ def full_offsets(text: str) -> list[tuple[int, int]]:
 
 
 def text_offsets(w) -> list[tuple[int, int]]:
-    return [o for o in w.offsets if o is not None]
+    return [o for o in w.offset_list() if o is not None]
 
 
 def draw_windowing(data, max_length: int) -> int:
@@ -637,7 +637,7 @@ def check_windows(windows, texts, max_length: int, stride: int) -> None:
         rebuilt: list[tuple[int, int]] = []
         for k, w in enumerate(mine):
             assert len(w) <= max_length
-            assert len(w.attention_mask) == len(w.offsets) == len(w)
+            assert len(w.input_ids) == len(w.offsets) == len(w)
             offs = text_offsets(w)
             assert len(offs) <= budget
             for s, e in offs:
@@ -711,7 +711,7 @@ def test_windows_are_the_ones_transformers_makes(texts, params):
     max_length, data = params
     stride = draw_windowing(data, max_length)
     windows = encode_windows(tokenizer(), INSTRUCTION, texts, max_length=max_length, stride=stride)
-    mine = [(w.doc_index, w.input_ids, w.attention_mask, w.token_type_ids, w.offsets) for w in windows]
+    mine = [(w.doc_index, *w.lists(), w.offset_list()) for w in windows]
     assert mine == transformers_windows(tokenizer(), texts, max_length, stride)
 
 
@@ -782,7 +782,7 @@ def test_bio_round_trip_across_windows_gives_token_aligned_spans(case, params):
     def gold_probs(w):
         tags = bio_tags(w, gold)
         assert len(tags) == len(w)
-        assert all((t == IGNORE) == (o is None) for t, o in zip(tags, w.offsets))
+        assert all((t == IGNORE) == (o is None) for t, o in zip(tags, w.offset_list()))
         return one_hot(tags)
 
     small = encode_windows(tokenizer(), INSTRUCTION, [text], max_length=max_length, stride=stride)
@@ -808,7 +808,7 @@ def test_windowed_decoding_equals_one_big_window(text, params, rnd):
 
     def probs(w):
         tags = []
-        for o in w.offsets:
+        for o in w.offset_list():
             if o is None:
                 tags.append(IGNORE)
             else:

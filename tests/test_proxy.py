@@ -138,7 +138,7 @@ def test_save_load_roundtrip_identical_outputs(minilm, tmp_path):
     for a, b in zip(tags1, tags2):
         np.testing.assert_allclose(a, b, atol=1e-5)
     w3, lab3, tags3 = loaded._run(docs, INSTR, tags=False)  # label path: no offsets, no tag probabilities
-    assert [w.input_ids for w in w3] == [w.input_ids for w in w2] and all(w.offsets is None for w in w3)
+    assert [w.input_ids.tolist() for w in w3] == [w.input_ids.tolist() for w in w2] and all(w.offsets is None for w in w3)
     np.testing.assert_allclose(lab3, lab2, atol=1e-5)
     assert all(t is None for t in tags3)
     mean = loaded.label_scores(docs, INSTR)

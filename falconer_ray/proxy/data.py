@@ -17,17 +17,18 @@ MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _example(window: Window, kind: int, label: float, tags: list[int], pad_id: int) -> dict:
+    input_ids, attention_mask, token_type_ids = window.lists()
     ex = {
-        "input_ids": window.input_ids,
-        "attention_mask": window.attention_mask,
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
         "kind": kind,
         "label": float(label),
         "tags": tags,
         "doc_index": window.doc_index,
         "pad_id": pad_id,
     }
-    if window.token_type_ids is not None:
-        ex["token_type_ids"] = window.token_type_ids
+    if token_type_ids is not None:
+        ex["token_type_ids"] = token_type_ids
     return ex
 
 

@@ -171,8 +171,8 @@ class Proxy:
         for w, probs in zip(windows, tag_probs):
             spans = decode_spans(w, probs, texts[w.doc_index])
             per_doc[w.doc_index].extend(s for s in spans if s.score >= threshold)
-            text_tokens = [i for i, o in enumerate(w.offsets) if o is not None]
-            if text_tokens:
+            text_tokens = w.text_tokens()
+            if text_tokens.size:
                 low = float(probs[text_tokens].max(axis=1).min())
                 confidence[w.doc_index] = min(confidence[w.doc_index], low)
         return [merge_spans(spans) for spans in per_doc], confidence
