@@ -58,7 +58,7 @@ def fingerprint(shards: list[Shard], plan, cfg, proxy_dir: Path) -> dict[str, st
         for part in key.split("."):
             node = node[part]
         picked[key] = node
-    derived = ("metrics.json", "proxy.int8.onnx", "int8_check.json")  # written beside the weights, not part of them
+    derived = ("metrics.json", "proxy.int8.onnx", "proxy.int8.json", "int8_check.json")  # written beside the weights, not part of them
     proxy_files = sorted(p for p in Path(proxy_dir).resolve().glob("*") if p.is_file() and p.name not in derived)
     return {
         "corpus": digest([[s.rel, s.max_rows, *file_stat(s.path)] for s in shards]),

@@ -4,6 +4,7 @@ that decides whether mining may use it, and mining with it on real Ray."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from falconer_ray.config import RunConfig, merge
 from falconer_ray.mine import Answer
 from falconer_ray.plan import Plan
 from falconer_ray.proxy import Proxy
-from falconer_ray.proxy.int8 import INT8_NAME, Int8Forward
+from falconer_ray.proxy.int8 import INT8_NAME, SOURCE_NAME, Int8Forward, is_current
 from falconer_ray.runtime_choice import choose_runtime, differs
 from falconer_ray.spans import Span
 from mining_helpers import PLAN, split_point
@@ -50,13 +51,47 @@ def test_int8_scores_track_torch_and_the_graph_is_cached(proxy_dir):
     built = graph.stat().st_mtime_ns
     Proxy.load(proxy_dir, runtime="onnx-int8")
     assert graph.stat().st_mtime_ns == built  # reused
-    weights = proxy_dir / "proxy.safetensors"
-    later = graph.stat().st_mtime + 10
-    os.utime(weights, (later, later))  # the proxy was retrained in place
-    Proxy.load(proxy_dir, runtime="onnx-int8")
-    assert graph.stat().st_mtime_ns != built
     with pytest.raises(ValueError, match="'torch' or 'onnx-int8'"):
         Proxy.load(proxy_dir, runtime="tensorrt")
+
+
+def test_the_cached_graph_follows_the_weights_not_their_timestamps(proxy_dir, tmp_path):
+    """Clocks differ between cluster nodes and copies reset mtimes: the graph is rebuilt
+    when the weights' content changes, and only then."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "proxy"
+    shutil.copytree(proxy_dir, folder)
+    graph, weights = folder / INT8_NAME, folder / "proxy.safetensors"
+    Proxy.load(folder, runtime="onnx-int8")
+    built = graph.stat().st_mtime_ns
+    for shift in (3600, -3600):  # a copy from a node whose clock runs ahead, or behind
+        stamp = graph.stat().st_mtime + shift
+        os.utime(weights, (stamp, stamp))
+        assert is_current(folder)
+        Proxy.load(folder, runtime="onnx-int8")
+        assert graph.stat().st_mtime_ns == built
+    copy = tmp_path / "copied"
+    copy.mkdir()
+    for f in folder.iterdir():
+        shutil.copyfile(f, copy / f.name)  # new mtimes, same content
+    assert is_current(copy)
+
+    text = "A warm, funny film about two sisters in Lisbon."
+    before = Proxy.load(folder, runtime="onnx-int8").label_scores([text], LABEL)[0]
+    with safe_open(weights, "pt") as f:  # retrained in place: other weights, older timestamp
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    head = next(k for k in tensors if k.startswith("label_head") and k.endswith("bias"))
+    tensors[head] = tensors[head] + 3.0
+    save_file(tensors, str(weights), metadata=meta)
+    os.utime(weights, ns=(built - 10**9, built - 10**9))
+    assert not is_current(folder)
+    after = Proxy.load(folder, runtime="onnx-int8").label_scores([text], LABEL)[0]
+    assert graph.stat().st_mtime_ns != built and after != pytest.approx(before, abs=1e-3)
+    assert is_current(folder)
+    (folder / SOURCE_NAME).write_text("{not json")  # damaged: built again, not trusted
+    assert not is_current(folder)
 
 
 ANSWER_IN_A_FRESH_PROCESS = """

@@ -3,13 +3,15 @@
 Dynamic int8 quantization (weights per output channel, activations per batch) makes
 the encoder's matrix products two to three times cheaper on CPUs with integer vector
 instructions, at the price of slightly different scores. The quantized graph is built
-once per proxy and cached beside its weights (`proxy.int8.onnx`); whether its answers
+once per proxy and cached beside its weights (`proxy.int8.onnx`, with `proxy.int8.json`
+naming the weights it was built from); whether its answers
 are close enough to use is decided elsewhere, on documents the teacher annotated
 (`falconer_ray.runtime_choice`). Needs the `onnx` extra (onnxruntime, onnx).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -21,8 +23,10 @@ import numpy as np
 
 from falconer_ray.proxy.fast_tokenizer import as_fast
 from falconer_ray.proxy.folder import WEIGHTS_NAME
+from falconer_ray.rundir import read_json, write_json
 
 INT8_NAME = "proxy.int8.onnx"
+SOURCE_NAME = "proxy.int8.json"  # the weights the cached graph was built from
 OPSET = 17
 
 
@@ -41,10 +45,38 @@ def int8_path(proxy_dir: str | os.PathLike) -> Path:
     return Path(proxy_dir) / INT8_NAME
 
 
+def weights_source(weights: Path, known: dict | None = None) -> dict:
+    """What identifies the weights: size, mtime and content hash. The hash is computed
+    only when size and mtime do not already match `known` (an actor reads no weights)."""
+    st = weights.stat()
+    source = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if known and all(known.get(k) == v for k, v in source.items()) and "sha256" in known:
+        return {**source, "sha256": known["sha256"]}
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return {**source, "sha256": digest.hexdigest()}
+
+
 def is_current(proxy_dir: str | os.PathLike) -> bool:
-    """A cached graph no older than the weights (else the proxy was retrained in place)."""
-    out, weights = int8_path(proxy_dir), Path(proxy_dir) / WEIGHTS_NAME
-    return out.exists() and (not weights.exists() or out.stat().st_mtime >= weights.stat().st_mtime)
+    """A cached graph built from these very weights. Compared by content, not by
+    timestamps: clocks differ between cluster nodes, a retrain within the same second
+    keeps the mtime's order, and a copy of the folder (rsync, object storage) changes
+    mtimes but not the weights. A graph shipped without its weights is used as is."""
+    proxy_dir = Path(proxy_dir)
+    weights = proxy_dir / WEIGHTS_NAME
+    if not int8_path(proxy_dir).exists():
+        return False
+    if not weights.exists():
+        return True
+    try:
+        built_from = read_json(proxy_dir / SOURCE_NAME)
+    except (OSError, ValueError):  # unreadable or damaged: build again
+        return False
+    if not isinstance(built_from, dict) or "sha256" not in built_from or built_from.get("size") != weights.stat().st_size:
+        return False
+    return weights_source(weights, built_from)["sha256"] == built_from["sha256"]
 
 
 def export_int8(proxy_dir: str | os.PathLike) -> Path:
@@ -61,6 +93,7 @@ def export_int8(proxy_dir: str | os.PathLike) -> Path:
 
     from falconer_ray.proxy.model import ProxyModel
 
+    source = weights_source(proxy_dir / WEIGHTS_NAME)  # before reading them: a retrain meanwhile shows as stale
     model = ProxyModel.load(proxy_dir, map_location="cpu").eval()
     names = input_names(model.tokenizer)
     example = model.tokenizer(["an example"], ["to trace the graph"], return_tensors="pt")
@@ -75,6 +108,7 @@ def export_int8(proxy_dir: str | os.PathLike) -> Path:
         staged = Path(tmp) / INT8_NAME
         quantize_dynamic(str(fp32), str(staged), per_channel=True, weight_type=QuantType.QInt8)
         staged.replace(out)  # atomic: actors starting meanwhile never read half a file
+    write_json(proxy_dir / SOURCE_NAME, source)  # last: a crash before it leaves the graph stale, not wrong
     return out
 
 
