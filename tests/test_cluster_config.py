@@ -42,6 +42,11 @@ def test_setup_installs_the_package():
         assert not any("vllm" in c for c in setup_of(name))
     assert any("-c /tmp/ray-constraint.txt" in c and "grep '^ray==' constraints.txt" in c
                for c in setup_of("llm_workers"))  # vLLM's own torch, the head's Ray
+    assert "." in CONFIG["file_mounts"].values()  # the checkout the installs run in
+    assert "~/.ray/auth_token" in CONFIG["file_mounts"].values()  # one token for every node
+    assert any("/mnt/shared" in c for c in CONFIG["initialization_commands"])  # corpus and runs
+    starts = CONFIG["head_start_ray_commands"] + CONFIG["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
 
 
 def test_every_node_and_client_gets_one_ray_version():
@@ -50,11 +55,6 @@ def test_every_node_and_client_gets_one_ray_version():
     pins = [line.split("==") for line in (Path(__file__).resolve().parents[1] / "constraints.txt").read_text().splitlines()
             if line and not line.startswith("#")]
     assert dict(pins)["ray"] == ray.__version__  # what CI installed under the constraints
-    assert "." in CONFIG["file_mounts"].values()  # the checkout the installs run in
-    assert "~/.ray/auth_token" in CONFIG["file_mounts"].values()  # one token for every node
-    assert any("/mnt/shared" in c for c in CONFIG["initialization_commands"])  # corpus and runs
-    starts = CONFIG["head_start_ray_commands"] + CONFIG["worker_start_ray_commands"]
-    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
 
 
 def test_valid_for_the_ray_cluster_launcher():
