@@ -45,25 +45,26 @@ def int8_path(proxy_dir: str | os.PathLike) -> Path:
     return Path(proxy_dir) / INT8_NAME
 
 
-def weights_source(weights: Path, known: dict | None = None) -> dict:
-    """What identifies the weights: size, mtime and content hash. The hash is computed
-    only when size and mtime do not already match `known` (an actor reads no weights)."""
+def weights_source(weights: Path) -> dict:
+    """What identifies the weights a graph is built from: size, mtime and content hash."""
     st = weights.stat()
-    source = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if known and all(known.get(k) == v for k, v in source.items()) and "sha256" in known:
-        return {**source, "sha256": known["sha256"]}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256(weights)}
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(weights, "rb") as f:
+    with open(path, "rb") as f:
         while block := f.read(1 << 22):
             digest.update(block)
-    return {**source, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
 
 
 def is_current(proxy_dir: str | os.PathLike) -> bool:
     """A cached graph built from these very weights. Compared by content, not by
     timestamps: clocks differ between cluster nodes, a retrain within the same second
     keeps the mtime's order, and a copy of the folder (rsync, object storage) changes
-    mtimes but not the weights. A graph shipped without its weights is used as is."""
+    mtimes but not the weights. The weights are hashed only when their mtime moved (an
+    actor reads none). A graph shipped without its weights is used as is."""
     proxy_dir = Path(proxy_dir)
     weights = proxy_dir / WEIGHTS_NAME
     if not int8_path(proxy_dir).exists():
@@ -74,9 +75,10 @@ def is_current(proxy_dir: str | os.PathLike) -> bool:
         built_from = read_json(proxy_dir / SOURCE_NAME)
     except (OSError, ValueError):  # unreadable or damaged: build again
         return False
-    if not isinstance(built_from, dict) or "sha256" not in built_from or built_from.get("size") != weights.stat().st_size:
+    st = weights.stat()
+    if not isinstance(built_from, dict) or built_from.get("size") != st.st_size:
         return False
-    return weights_source(weights, built_from)["sha256"] == built_from["sha256"]
+    return built_from.get("mtime_ns") == st.st_mtime_ns or built_from.get("sha256") == _sha256(weights)
 
 
 def export_int8(proxy_dir: str | os.PathLike) -> Path:
