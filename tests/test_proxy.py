@@ -131,16 +131,20 @@ def test_save_load_roundtrip_identical_outputs(minilm, tmp_path):
     assert (loaded.max_length, loaded.stride) == (48, 12)
     original = Proxy(minilm, device="cpu", batch_size=5, max_length=48, stride=12)
     docs = [" ".join(colour_data(15, 2)[0]), "A red car.", ""]
-    w1, lab1, tags1 = original._run(docs, INSTR)
-    w2, lab2, tags2 = loaded._run(docs, INSTR)
-    assert len(w1) == len(w2) > 5
-    np.testing.assert_allclose(lab1, lab2, atol=1e-5)
-    for a, b in zip(tags1, tags2):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    w3, lab3, tags3 = loaded._run(docs, INSTR, tags=False)  # label path: no offsets, no tag probabilities
-    assert [w.input_ids.tolist() for w in w3] == [w.input_ids.tolist() for w in w2] and all(w.offsets is None for w in w3)
-    np.testing.assert_allclose(lab3, lab2, atol=1e-5)
-    assert all(t is None for t in tags3)
+    (one,) = original._chunks(docs, INSTR)  # on a CPU a call is one chunk
+    (two,) = loaded._chunks(docs, INSTR)
+    assert len(one.windows) == len(two.windows) > 5
+    np.testing.assert_allclose(one.logits, two.logits, atol=1e-5)
+    np.testing.assert_allclose(one.lowest, two.lowest, atol=1e-5)
+    assert [p is None for p in one.tag_probs] == [p is None for p in two.tag_probs]
+    for a, b in zip(one.tag_probs, two.tag_probs):
+        if a is not None:
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    (labels,) = loaded._chunks(docs, INSTR, tags=False)  # label path: no offsets, no tag probabilities
+    assert [w.input_ids.tolist() for w in labels.windows] == [w.input_ids.tolist() for w in two.windows]
+    assert all(w.offsets is None for w in labels.windows)
+    np.testing.assert_allclose(labels.logits, two.logits, atol=1e-5)
+    assert labels.lowest is None and all(t is None for t in labels.tag_probs)
     mean = loaded.label_scores(docs, INSTR)
     mx = loaded.label_scores(docs, INSTR, pooling="max")
     assert mean.shape == (3,) and ((0 <= mean) & (mean <= 1)).all() and (mx >= mean - 1e-6).all()
@@ -247,6 +251,61 @@ def test_answers_come_back_in_input_order_whatever_the_lengths(minilm, queued):
         assert all(s.text == text[s.start:s.end] for s in spans[i])
         assert confidence[i] == pytest.approx(alone_conf[0], abs=1e-4), i
     assert windows[11] > 1 and windows[4] == 1
+
+
+def test_queued_calls_read_each_chunk_while_the_next_one_runs(minilm, monkeypatch):
+    """On a GPU a chunk is one batch of texts. Its answers are read and its spans
+    decoded only once the next chunk is queued, and before the chunk after that is
+    tokenized: the device has work whenever the CPU tokenizes or decodes."""
+    import falconer_ray.proxy.predict as predict
+
+    texts = [t for t in mixed_texts() if t][:12]
+    proxy = Proxy(minilm, device="cpu", batch_size=3, max_length=64, stride=16)
+    forward, events, chunk = proxy.forward, [], []
+
+    class Recording:  # the real forward pass, scheduled as on a GPU
+        queued = True
+
+        def __call__(self, ids, mask, types=None):
+            events.append(("queue", chunk[-1]))
+            return chunk[-1], forward(ids, mask, types)
+
+        def fetch(self, out, tags):
+            events.append(("read", out[0]))
+            return forward.fetch(out[1], tags)
+
+    def tokenize(*args, **kwargs):
+        chunk.append(len(chunk))
+        events.append(("tokenize", chunk[-1]))
+        return predict.encode_windows.__wrapped__(*args, **kwargs)
+
+    def decode(window, probs, text):
+        events.append(("decode", next(k for kind, k in reversed(events) if kind == "read")))
+        return predict.decode_spans.__wrapped__(window, probs, text)
+
+    tokenize.__wrapped__, decode.__wrapped__ = predict.encode_windows, predict.decode_spans
+    monkeypatch.setattr(predict, "encode_windows", tokenize)
+    monkeypatch.setattr(predict, "decode_spans", decode)
+    proxy.forward = Recording()
+    spans = proxy.extract(texts, INSTR, threshold=0.0)
+    assert len(chunk) == 4 and sum(map(len, spans)) > 0
+    first = {}
+    for at, (kind, k) in enumerate(events):
+        first.setdefault((kind, k), at)
+    for k in range(4):
+        reads = [at for at, e in enumerate(events) if e == ("read", k)]
+        assert reads, k
+        if k < 3:
+            assert first[("queue", k + 1)] < reads[0], k  # the next chunk is queued before this one is read
+        if k < 2:
+            assert reads[-1] < first[("tokenize", k + 2)], k  # ...and read before the one after is tokenized
+    decoded = [k for kind, k in events if kind == "decode"]
+    assert decoded == sorted(decoded) and len(set(decoded)) > 1
+    assert all(at < first[("tokenize", k + 2)] for at, (kind, k) in enumerate(events) if kind == "decode" and k < 2)
+    monkeypatch.undo()
+    proxy.forward = forward
+    assert [[(s.start, s.end) for s in d] for d in proxy.extract(texts, INSTR, threshold=0.0)] == \
+        [[(s.start, s.end) for s in d] for d in spans]
 
 
 def test_a_cpu_call_batches_every_window_by_its_token_count(minilm):

@@ -8,13 +8,27 @@ matters on corpora mixing short and long documents.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
-from falconer_ray.proxy.encoding import Window, decode_spans, encode_windows, merge_spans
+from falconer_ray.proxy.encoding import O, Window, decode_spans, encode_windows, merge_spans
 from falconer_ray.proxy.fast_tokenizer import FastTokenizer, as_fast
 from falconer_ray.proxy.folder import read_meta, read_tokenizer
 from falconer_ray.spans import Span
+
+
+class Scored(NamedTuple):
+    """One chunk's windows and what the forward pass said of each: the label logit,
+    the tag probabilities [T, 3] (None for a window that tags no text, or when tags
+    were not asked for), and the lowest probability of the chosen tag over its text
+    tokens (1.0 for a window without text; None when tags were not asked for)."""
+
+    windows: list[Window]
+    logits: np.ndarray
+    tag_probs: list[np.ndarray | None]
+    lowest: np.ndarray | None
 
 
 class Proxy:
@@ -90,63 +104,77 @@ class Proxy:
                     types[j, : len(w)] = w.token_type_ids
             yield idx, ids, mask, types
 
-    def _run(self, texts: list[str], instruction: str, tags: bool = True) -> tuple[list[Window], np.ndarray, list[np.ndarray]]:
-        """Windows, per-window label logits, and (when `tags`) per-window tag probabilities [T, 3].
+    def _chunks(self, texts: list[str], instruction: str, tags: bool = True) -> Iterator[Scored]:
+        """The windows of `texts`, scored, chunk by chunk.
 
-        Texts go through longest first, in chunks, and each chunk's windows are
-        batched by token count, so batches pad little. On a GPU (`forward.queued`) a
-        chunk is a few batches: its forward passes are queued before the previous
-        chunk's results are read back, so tokenizing the next chunk overlaps the GPU's
-        work. Elsewhere nothing overlaps, so the whole call is one chunk: sorting by
-        characters only approximates tokens, and chunks of four batches padded 6% more
-        tokens on short reviews and made a CPU mining call 1.12x slower. Windows come
-        back in that order; each one's `doc_index` says which text it belongs to.
+        Texts go through longest first, and each chunk's windows are batched by token
+        count, so batches pad little. On a GPU (`forward.queued`) a chunk is one
+        batch of texts, queued before the previous chunk's answers are read and handed
+        on, so the GPU runs one chunk while the CPU decodes the one before and
+        tokenizes the one after. Chunks are small and equal because the device idles
+        while the first one is tokenized, and whenever a chunk takes longer to
+        tokenize than the one before it takes to run (against a simulated device as
+        fast as tokenizing, chunks of one batch kept it busy 84% of a call, of four
+        batches 66%; `benchmarks/gpu_proxy.py --host-only --device-us` measures the
+        share). Elsewhere nothing overlaps,
+        so the whole call is one chunk: sorting by characters only approximates
+        tokens, and chunks of four batches padded 6% more tokens on short reviews and
+        made a CPU mining call 1.12x slower. Each window's `doc_index` says which
+        text it belongs to.
         """
-        windows: list[Window] = []
-        logits: list[float] = []
-        probs: list[np.ndarray] = []
-
-        def collect(launched):
-            for idx, out in launched:
-                lab, p = self.forward.fetch(out, tags)
-                for i, v in zip(idx, lab.tolist()):
-                    logits[i] = v
-                if tags:
-                    for j, i in enumerate(idx):
-                        probs[i] = p[j, : len(windows[i])]
-
-        step = self.batch_size * 4 if self.forward.queued else max(1, len(texts))
         by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        if not texts:
+            cuts = [0]
+        elif self.forward.queued:
+            cuts = [*range(0, len(texts), self.batch_size), len(texts)]
+        else:
+            cuts = [0, len(texts)]
+        per_doc = [0] * len(texts)
         pending = None
-        for start in range(0, len(texts), step):
-            docs = by_length[start : start + step]
-            chunk = encode_windows(self.tokenizer, instruction, [texts[i] for i in docs],
-                                   self.max_length, self.stride, with_offsets=tags)
-            first = len(windows)
-            for w in chunk:
+        for start, stop in zip(cuts, cuts[1:]):
+            docs = by_length[start:stop]
+            windows = encode_windows(self.tokenizer, instruction, [texts[i] for i in docs],
+                                     self.max_length, self.stride, with_offsets=tags)
+            for w in windows:
                 w.doc_index = docs[w.doc_index]
-            windows += chunk
-            logits += [0.0] * len(chunk)
-            probs += [None] * len(chunk)  # type: ignore[list-item]
-            launched = [([first + i for i in idx], self.forward(ids, mask, types))
-                        for idx, ids, mask, types in self.padded_batches(chunk)]
+                per_doc[w.doc_index] += 1
+            launched = [(idx, self.forward(ids, mask, types)) for idx, ids, mask, types in self.padded_batches(windows)]
             if pending is not None:
-                collect(pending)
-            pending = launched
+                yield self._collect(*pending, tags)
+            pending = windows, launched
         if pending is not None:
-            collect(pending)
-        self.last_windows = np.bincount([w.doc_index for w in windows], minlength=len(texts)).tolist()
-        return windows, np.asarray(logits, dtype=np.float32), probs
+            yield self._collect(*pending, tags)
+        self.last_windows = per_doc
+
+    def _collect(self, windows: list[Window], launched: list, tags: bool) -> Scored:
+        """Read back one chunk's answers; with `tags`, reduce each window's tag
+        probabilities a batch at a time, keeping them only for windows that tag some text."""
+        scored = Scored(windows, np.zeros(len(windows), dtype=np.float32),
+                        [None] * len(windows), np.ones(len(windows)) if tags else None)
+        for idx, out in launched:
+            label, probs = self.forward.fetch(out, tags)
+            scored.logits[idx] = label
+            if not tags:
+                continue
+            text = np.zeros(probs.shape[:2], dtype=bool)
+            for j, i in enumerate(idx):
+                offsets = windows[i].offsets
+                text[j, : len(offsets)] = offsets[:, 0] >= 0
+            scored.lowest[idx] = np.where(text, probs.max(axis=2), 1.0).min(axis=1)
+            tagged = ((probs.argmax(axis=2) != O) & text).any(axis=1)
+            for j in np.flatnonzero(tagged).tolist():
+                scored.tag_probs[idx[j]] = probs[j, : len(windows[idx[j]])]
+        return scored
 
     def label_scores(self, texts: list[str], instruction: str, pooling: str = "mean") -> np.ndarray:
         """P(yes) per document, pooled over its windows ("mean" or "max")."""
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max', not {pooling!r}")
-        windows, logits, _ = self._run(texts, instruction, tags=False)
-        probs = 1.0 / (1.0 + np.exp(-logits))
         per_doc: list[list[float]] = [[] for _ in texts]
-        for w, p in zip(windows, probs):
-            per_doc[w.doc_index].append(float(p))
+        for scored in self._chunks(texts, instruction, tags=False):
+            probs = 1.0 / (1.0 + np.exp(-scored.logits))
+            for w, p in zip(scored.windows, probs.tolist()):
+                per_doc[w.doc_index].append(p)
         pool = np.mean if pooling == "mean" else np.max
         return np.array([pool(ps) for ps in per_doc], dtype=np.float32)
 
@@ -165,14 +193,13 @@ class Proxy:
         tokens, of the probability of the tag the proxy chose. One doubtful token
         anywhere (a span it may have missed, cut or invented) makes the document's
         answer doubtful, which is what deciding to ask the teacher needs."""
-        windows, _, tag_probs = self._run(texts, instruction, tags=True)
         per_doc: list[list[Span]] = [[] for _ in texts]
         confidence = np.ones(len(texts), dtype=np.float64)
-        for w, probs in zip(windows, tag_probs):
-            spans = decode_spans(w, probs, texts[w.doc_index])
-            per_doc[w.doc_index].extend(s for s in spans if s.score >= threshold)
-            text_tokens = w.text_tokens()
-            if text_tokens.size:
-                low = float(probs[text_tokens].max(axis=1).min())
-                confidence[w.doc_index] = min(confidence[w.doc_index], low)
+        for scored in self._chunks(texts, instruction, tags=True):
+            for w, probs, low in zip(scored.windows, scored.tag_probs, scored.lowest.tolist()):
+                if low < confidence[w.doc_index]:
+                    confidence[w.doc_index] = low
+                if probs is not None:
+                    spans = decode_spans(w, probs, texts[w.doc_index])
+                    per_doc[w.doc_index].extend(s for s in spans if s.score >= threshold)
         return [merge_spans(spans) for spans in per_doc], confidence
