@@ -133,13 +133,13 @@ class InstantForward:
     queued = True
     device = "host"
 
-    def __init__(self, o_bias: float = 3.8, seed: int = 0):
+    def __init__(self, rows: int, length: int, o_bias: float = 3.8, seed: int = 0):
         rng = np.random.default_rng(seed)
-        logits = rng.standard_normal((4096, 512, 3)).astype(np.float32)
+        logits = rng.standard_normal((rows, length, 3)).astype(np.float32)
         logits[..., 0] += o_bias
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         self.probs = shifted / shifted.sum(axis=-1, keepdims=True)
-        self.labels = rng.standard_normal(4096).astype(np.float32)
+        self.labels = rng.standard_normal(rows).astype(np.float32)
 
     def __call__(self, ids, mask, types=None):
         rows, length = ids.shape
@@ -154,8 +154,8 @@ class SimulatedDevice(InstantForward):
     batch after another on its own thread (it sleeps: the host's CPU stays free),
     as a GPU runs a queue. Shows how much of such a device the proxy path keeps busy."""
 
-    def __init__(self, us_per_window: float):
-        super().__init__()
+    def __init__(self, rows: int, length: int, us_per_window: float):
+        super().__init__(rows, length)
         self.seconds_per_window = us_per_window / 1e6
         self.queue = ThreadPoolExecutor(1)
         self.busy = 0.0
@@ -178,7 +178,7 @@ def host_side(tok, docs: list[str], batch: int, tokens: int, call_docs: int, dev
     and with `device_us`, the share of a simulated device of that speed kept busy."""
     from falconer_ray.proxy import Proxy
 
-    proxy = Proxy(InstantForward(), tokenizer=tok, batch_size=batch, max_length=tokens, stride=0)
+    proxy = Proxy(InstantForward(batch, tokens), tokenizer=tok, batch_size=batch, max_length=tokens, stride=0)
     label = proxy_path(proxy, docs, "label", call_docs, sync=False)[0]
     span, per_doc = proxy_path(proxy, docs, "span", call_docs, sync=False)
     out = {"host_label_docs_per_s": round(label, 1), "host_span_docs_per_s": round(span, 1),
@@ -186,7 +186,7 @@ def host_side(tok, docs: list[str], batch: int, tokens: int, call_docs: int, dev
     if device_us:
         out["simulated_device_us_per_window"] = device_us
         for what in ("label", "span"):
-            proxy.forward = device = SimulatedDevice(device_us)
+            proxy.forward = device = SimulatedDevice(batch, tokens, device_us)
             start = time.perf_counter()
             rate = proxy_path(proxy, docs, what, call_docs, sync=False)[0]
             out[f"simulated_{what}_docs_per_s"] = round(rate, 1)
