@@ -21,6 +21,11 @@ CHECK_DOCS = 200
 CHECK_NAME = "int8_check.json"
 
 
+class Int8Failed(RuntimeError):
+    """The int8 graph could not be built or loaded (a model the exporter cannot trace,
+    a proxy folder it cannot write, a damaged cached graph): mining uses torch."""
+
+
 def differs(a, b, plan: Plan, threshold: float) -> bool:
     """Whether two `mine.Answer`s for one document would read differently in the results."""
     if a.kept != b.kept:
@@ -77,7 +82,11 @@ def int8_verdict(run, plan: Plan, cfg: RunConfig) -> dict:
     note("[bold]proxy runtime[/]: building the int8 graph and checking it against the torch proxy")
     batch = cfg.mine.windows_per_forward()
     torch_answers = apply_plan(Proxy.load(run.proxy, batch_size=batch), plan, cfg, texts)
-    int8_answers = apply_plan(Proxy.load(run.proxy, batch_size=batch, runtime="onnx-int8"), plan, cfg, texts)
+    try:
+        int8_proxy = Proxy.load(run.proxy, batch_size=batch, runtime="onnx-int8")
+    except Exception as e:  # noqa: BLE001 - whatever stops the graph, torch can still answer
+        raise Int8Failed(f"{type(e).__name__}: {e}") from e
+    int8_answers = apply_plan(int8_proxy, plan, cfg, texts)
     changed = sum(differs(a, b, plan, cfg.mine.label_threshold) for a, b in zip(torch_answers, int8_answers))
     info = {"checked_docs": len(texts), "changed_docs": changed, "disagreement": round(changed / len(texts), 4),
             "max_disagreement": cfg.proxy.int8_max_disagreement}
@@ -105,7 +114,11 @@ def choose_runtime(run, plan: Plan, cfg: RunConfig) -> tuple[RunConfig, dict]:
     else:
         why = int8.available()
     if why is None:
-        check = int8_verdict(run, plan, cfg)
+        try:
+            check = int8_verdict(run, plan, cfg)
+        except Int8Failed as e:
+            why = f"the int8 graph could not be built or loaded ({e})"
+    if why is None:
         info.update(checked_docs=check["checked_docs"], disagreement=check["disagreement"],
                     max_disagreement=check["max_disagreement"])
         if info["disagreement"] > cfg.proxy.int8_max_disagreement:

@@ -3,6 +3,7 @@ that decides whether mining may use it, and mining with it on real Ray."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -136,6 +137,31 @@ def test_int8_is_refused_where_its_answers_could_not_be_trusted(tmp_path):
         assert cfg.proxy.runtime == "torch" and info["used"] == "torch" and why in info["fallback"]
     cfg, info = choose_runtime(None, plan, RunConfig())
     assert info == {"requested": "torch", "used": "torch"}
+
+
+def test_a_graph_that_cannot_be_built_or_loaded_sends_mining_to_torch(proxy_dir, tmp_path, cache_dir):
+    """onnx-int8 is a request: when the graph cannot be built (here its path is taken by
+    a folder) or a cached one cannot be loaded (damaged bytes beside a record that
+    matches the weights), mining falls back to torch, says why, and the answers are
+    torch's."""
+    from falconer_ray.proxy.int8 import weights_source
+    from falconer_ray.proxy.folder import WEIGHTS_NAME
+
+    corpus = write_corpus(bench_texts(40, "rotten_tomatoes"), tmp_path / "corpus", shards=1)
+    cfg = RunConfig(corpus=str(corpus), id_field="id", cache_dir=cache_dir, proxy={"runtime": "onnx-int8"})
+    plan = Plan.model_validate(PLAN)
+    for fault in ("unbuildable", "damaged"):
+        own = tmp_path / fault / "proxy"
+        shutil.copytree(proxy_dir, own, ignore=shutil.ignore_patterns("proxy.int8*", "int8_check.json"))
+        if fault == "unbuildable":
+            (own / INT8_NAME).mkdir()
+        else:
+            (own / INT8_NAME).write_bytes(b"not an onnx graph" * 100)
+            (own / SOURCE_NAME).write_text(json.dumps(weights_source(own / WEIGHTS_NAME)))
+        run = mined_run(tmp_path / fault, "run", own, cfg)
+        settled, info = choose_runtime(run, plan, cfg)
+        assert settled.proxy.runtime == "torch" and info["used"] == "torch", fault
+        assert "could not be built or loaded" in info["fallback"], fault
 
 
 @pytest.mark.slow
