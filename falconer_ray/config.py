@@ -99,7 +99,7 @@ class TrainConfig(BaseModel):
 
 class MineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    batch_size: int | None = Field(None, ge=1, le=65_536, description="Documents per map_batches call (default 2048: larger calls sort more documents by length, so batches pad less; cut for a small corpus so that every actor gets at least 4 calls).")
+    batch_size: int | None = Field(None, ge=1, le=65_536, description="Documents per map_batches call (default 2048 on CPUs, 8192 on GPUs: larger calls sort more documents by length, so batches pad less, and keep a GPU busier; cut for a small corpus so that every actor gets at least 4 calls).")
     forward_batch: int | None = Field(None, ge=1, le=4096, description="Windows per forward pass (default: 32 on CPU, 256 on GPU).")
     actors: int | None = Field(None, ge=1, le=10_000, description="Max proxy actors (default: one per CPU, or per GPU).")
     min_actors: int | None = Field(None, ge=1, le=10_000, description="Autoscaling floor of the actor pool (default: the max).")
@@ -117,10 +117,14 @@ class MineConfig(BaseModel):
     task_retries: int = Field(3, ge=-1, le=10_000, description="Times a batch is retried after its actor died: a batch that keeps killing its actor fails the run instead of looping (-1: no limit).")
 
     def docs_per_call(self) -> int:
-        """2,048 on CPUs too: on short reviews a call of 512 padded 6.3% more tokens than
+        """2,048 on CPUs: on short reviews a call of 512 padded 6.3% more tokens than
         its real ones and one of 2,048 1.8%, and 12,000 documents mined 1.07x faster.
-        Its windows take about 12 MB per actor on IMDB-length reviews (offsets included)."""
-        return self.batch_size or 2048
+        Its windows take about 12 MB per actor on IMDB-length reviews (offsets included).
+        8,192 on GPUs: each call leaves the GPU idle while its first batch is tokenized
+        and its last decoded, a fixed cost that larger calls spread thinner (against a
+        simulated device at an H100's rate, `benchmarks/gpu_proxy.py --host-only
+        --device-us 174`, see docs/RESULTS.md)."""
+        return self.batch_size or (8192 if self.gpus_per_actor else 2048)
 
     def windows_per_forward(self) -> int:
         return self.forward_batch or (256 if self.gpus_per_actor else 32)

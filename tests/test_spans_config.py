@@ -57,4 +57,4 @@ def test_call_size_gives_every_actor_several_calls():
     assert call_size(cfg, 0, 2) == default  # unknown size: the default
     assert call_size(merge(cfg, {"mine.batch_size": 700}), 1000, 2) == 700  # set by the user: kept
     gpu = merge(cfg, {"mine.gpus_per_actor": 1})
-    assert call_size(gpu, 10_000_000, 4) == gpu.mine.docs_per_call() >= 2048  # calls big enough to sort by length
+    assert call_size(gpu, 10_000_000, 4) == gpu.mine.docs_per_call() > default  # a GPU idles between calls: fewer, larger ones

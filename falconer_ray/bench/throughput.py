@@ -72,44 +72,61 @@ def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
     return out
 
 
-def _bare_worker(proxy_dir: str, texts: list[str], instruction: str, batch_size: int, threads: int,
-                 device: str, start_at: float, seconds: float, runtime: str = "torch") -> tuple[int, float]:
-    """One worker sized like a mining actor: tokenize first, then forward only, inside the shared window."""
-    from falconer_ray.proxy import Proxy, encode_windows
+class BareLoop:
+    """One worker sized like a mining actor: it loads the proxy and tokenizes its texts
+    when created, so that timing covers the forward passes alone."""
 
-    proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime, threads=threads)
-    windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
-    batches = list(proxy.padded_batches(windows))
-    # In longest-first order, a window too short to go through every batch would time
-    # only the longest texts; in a fixed shuffled order any stretch is a fair sample.
-    random.Random(0).shuffle(batches)
-    per_window = len(texts) / len(windows)
-    forward = proxy.forward
-    batches = [(idx, forward.place(*rest)) for idx, *rest in batches]
-    forward(*batches[0][1])  # warm-up
-    forward.sync()
-    time.sleep(max(0.0, start_at - time.time()))
-    start, done, k = time.time(), 0.0, 0
-    while time.time() - start < seconds:
-        idx, placed = batches[k % len(batches)]
-        forward(*placed)
-        done += len(idx) * per_window
-        k += 1
-    forward.sync()
-    return int(done), time.time() - start
+    def __init__(self, proxy_dir: str, texts: list[str], instruction: str, batch_size: int, threads: int,
+                 device: str, runtime: str = "torch"):
+        from falconer_ray.proxy import Proxy, encode_windows
+
+        proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime, threads=threads)
+        windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
+        batches = list(proxy.padded_batches(windows))
+        # In longest-first order, a window too short to go through every batch would time
+        # only the longest texts; in a fixed shuffled order any stretch is a fair sample.
+        random.Random(0).shuffle(batches)
+        self.per_window = len(texts) / len(windows)
+        self.forward = proxy.forward
+        self.batches = [(idx, self.forward.place(*rest)) for idx, *rest in batches]
+        self.forward(*self.batches[0][1])  # warm-up
+        self.forward.sync()
+
+    def ready(self) -> bool:
+        return True
+
+    def run(self, start_at: float, seconds: float) -> tuple[int, float]:
+        """Forward passes from `start_at` (a wall-clock time shared by all workers) for `seconds`."""
+        time.sleep(max(0.0, start_at - time.time()))
+        start, done, k = time.time(), 0.0, 0
+        while time.time() - start < seconds:
+            idx, placed = self.batches[k % len(self.batches)]
+            self.forward(*placed)
+            done += len(idx) * self.per_window
+            k += 1
+        self.forward.sync()
+        return int(done), time.time() - start
 
 
 def bare_forward_rate(proxy_dir: str, texts: list[str], instruction: str, workers: int,
                       cfg: RunConfig, seconds: float) -> float:
-    """Docs/s of `workers` forward loops at once (cfg.proxy.runtime), each a Ray task with a mining actor's resources."""
+    """Docs/s of `workers` forward loops at once (cfg.proxy.runtime), each a Ray actor
+    with a mining actor's resources. They start together once all have loaded and
+    tokenized, so the window they share times forward passes only."""
     import ray
 
     gpus = cfg.mine.gpus_per_actor
-    task = ray.remote(num_cpus=cfg.mine.cpus_per_actor, num_gpus=gpus or None)(_bare_worker)
-    shards = [texts[i::workers] for i in range(workers)]
-    start_at = time.time() + 20.0  # room to load and tokenize before the shared window opens
-    args = (instruction, cfg.mine.windows_per_forward(), max(1, int(cfg.mine.cpus_per_actor)), "cuda" if gpus else "cpu")
-    results = ray.get([task.remote(proxy_dir, s, *args, start_at, seconds, cfg.proxy.runtime) for s in shards])
+    actor = ray.remote(num_cpus=cfg.mine.cpus_per_actor, num_gpus=gpus or None)(BareLoop)
+    args = (instruction, cfg.mine.windows_per_forward(), max(1, int(cfg.mine.cpus_per_actor)), "cuda" if gpus else "cpu",
+            cfg.proxy.runtime)
+    loops = [actor.remote(proxy_dir, texts[i::workers], *args) for i in range(workers)]
+    try:
+        ray.get([loop.ready.remote() for loop in loops])
+        start_at = time.time() + 0.5
+        results = ray.get([loop.run.remote(start_at, seconds) for loop in loops])
+    finally:
+        for loop in loops:
+            ray.kill(loop)
     return sum(done / secs for done, secs in results)
 
 
