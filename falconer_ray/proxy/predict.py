@@ -116,19 +116,14 @@ class Proxy:
         tokenize than the one before it takes to run (against a simulated device as
         fast as tokenizing, chunks of one batch kept it busy 84% of a call, of four
         batches 66%; `benchmarks/gpu_proxy.py --host-only --device-us` measures the
-        share). Elsewhere nothing overlaps,
-        so the whole call is one chunk: sorting by characters only approximates
-        tokens, and chunks of four batches padded 6% more tokens on short reviews and
-        made a CPU mining call 1.12x slower. Each window's `doc_index` says which
-        text it belongs to.
+        share). Elsewhere nothing overlaps, so the whole call is one chunk: sorting
+        by characters only approximates tokens, and chunks of four batches padded 6%
+        more tokens on short reviews and made a CPU mining call 1.12x slower. Each
+        window's `doc_index` says which text it belongs to.
         """
         by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        if not texts:
-            cuts = [0]
-        elif self.forward.queued:
-            cuts = [*range(0, len(texts), self.batch_size), len(texts)]
-        else:
-            cuts = [0, len(texts)]
+        step = self.batch_size if self.forward.queued else max(1, len(texts))
+        cuts = [*range(0, len(texts), step), len(texts)]  # [0] when there are no texts: no chunk
         per_doc = [0] * len(texts)
         pending = None
         for start, stop in zip(cuts, cuts[1:]):
