@@ -61,7 +61,8 @@ def bench_memory(
                                            help="Label threshold 0: every document goes on to span extraction.")] = True,
     json_file: JsonOut = None,
 ):
-    """Peak memory (PSS of the whole process tree) of `falconer mine` at each corpus size.
+    """Peak memory (PSS of the whole process tree) of `falconer mine` at each corpus size,
+    for the whole run and for each step (mining also by quarter of its time).
 
     Example: falconer bench memory --docs 10000,100000 --json bench/memory.json
     """

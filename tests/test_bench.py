@@ -61,6 +61,46 @@ def test_memory_bench_samples_a_whole_mine_in_a_child_process(tmp_path, monkeypa
     # The tree holds the driver, Ray and the actors: far more than the driver alone.
     assert run["peak_pss_mb"] > run["peak_driver_rss_mb"] > 100
     assert "growth_largest_vs_smallest" not in out  # one size: nothing to compare
+    # Each step the child announced holds its own peaks, none above the whole run's.
+    assert {"annotating", "training", "mining"} <= set(run["steps"])
+    for step in run["steps"].values():
+        assert 0 < step["peak_pss_mb"] <= run["peak_pss_mb"] and step["seconds"] > 0
+    assert sum(s["seconds"] for s in run["steps"].values()) <= run["wall_s"]
+    at_peak = run["steps"]["mining"]["at_peak_mb"]  # who held the memory: the driver, Ray, the proxy actors
+    assert "driver" in at_peak and "raylet" in at_peak and any("ProxyStage" in kind for kind in at_peak), at_peak
+    assert sum(at_peak.values()) == pytest.approx(run["steps"]["mining"]["peak_pss_mb"], abs=1)
+
+
+def test_memory_samples_fall_in_the_step_announced_before_them(tmp_path):
+    from falconer_ray.bench.memory import Sample, by_step, step_starts
+
+    log = tmp_path / "run.log"
+    lines = ['{"ts": 100.0, "event": "note", "message": "annotating 40 documents with the teacher"}',
+             "a line some library printed", "{not json",
+             '{"ts": 110.0, "event": "note", "message": "proxy runtime: torch"}',  # not a step
+             '{"ts": 120.0, "event": "note", "message": "training the proxy (minilm) on 30 documents"}',
+             '{"ts": 130.0, "event": "start", "step": "mining", "total": 9}',  # a progress event, not a note
+             '{"ts": 140.0, "event": "note", "message": "mining corpus/ with the proxy"}']
+    log.write_text("\n".join(lines) + "\n")
+    assert step_starts(log) == [(100.0, "annotating"), (120.0, "training"), (140.0, "mining")]
+    mb = 2**20
+    samples = [Sample(95.0, {"driver": 50 * mb}, 40 * mb)]  # before any step: in no step
+    samples += [Sample(100.0 + i, {"driver": 300 * mb}, 100 * mb) for i in range(20)]  # annotating
+    samples += [Sample(120.0 + i, {"driver": 200 * mb, "ray::RayTrainWorker": 700 * mb}, 120 * mb)
+                for i in range(20)]  # training
+    samples += [Sample(140.0 + i, {"ray::ProxyStage": (300 + 10 * i) * mb, "driver": 100 * mb}, (100 + i) * mb)
+                for i in range(41)]  # mining, the actors rising
+    steps = by_step(samples, step_starts(log))
+    assert list(steps) == ["annotating", "training", "mining"]
+    assert steps["annotating"] == {"seconds": 20.0, "peak_pss_mb": 300.0, "peak_driver_rss_mb": 100.0,
+                                   "at_peak_mb": {"driver": 300.0}}
+    assert steps["training"]["peak_pss_mb"] == 900.0  # the run's peak: training's, not mining's
+    assert list(steps["training"]["at_peak_mb"]) == ["ray::RayTrainWorker", "driver"]  # largest first
+    mining = steps["mining"]
+    assert mining["seconds"] == 40.0 and mining["peak_pss_mb"] == 800.0
+    assert mining["at_peak_mb"] == {"ray::ProxyStage": 700.0, "driver": 100.0}
+    assert [q["peak_pss_mb"] for q in mining["quarters"]] == [490.0, 590.0, 690.0, 800.0]  # the rise shows
+    assert "quarters" not in steps["training"]
 
 
 def test_memory_growth_compares_the_largest_corpus_with_the_smallest():
@@ -133,3 +173,21 @@ def test_the_gpu_benchmark_measures_the_host_side_without_a_gpu(tmp_path):
         # the device alone allows 1 / 50 us = 20,000 docs/s; the path cannot beat that or the host
         assert got[f"simulated_{what}_docs_per_s"] <= 20_000 * 1.05
     assert got["host_spans_per_doc"] > 0 and "device" not in got
+
+
+def test_memory_bench_relays_the_childs_notes_and_progress_as_lines_complete(tmp_path, capsys):
+    from falconer_ray.bench.memory import Relay
+
+    log = tmp_path / "run.log"
+    log.write_text('{"ts": 1, "event": "note", "message": "mining corpus/ with the proxy"}\n'
+                   '{"ts": 2, "event": "progress", "step": "mining", "done": 500, "total": 1000, "unit": "docs", '
+                   '"elapsed_s": 10.0}\n{"ts": 3, "event": "note", "mess')  # the child is still writing this one
+    relay = Relay(log)
+    relay()
+    shown = capsys.readouterr().err
+    assert "mining corpus/ with the proxy" in shown and "mining: 500/1000 docs (50%), 50 docs/s" in shown
+    with log.open("a") as f:
+        f.write('age": "report: out/report.html"}\n')
+    relay()
+    shown = capsys.readouterr().err
+    assert "report: out/report.html" in shown and "mining corpus/" not in shown  # only what is new
