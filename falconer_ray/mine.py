@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from falconer_ray.config import RunConfig
 from falconer_ray.corpus import Shard, corpus_shards, read_corpus
+from falconer_ray.heap import trim_heap
 from falconer_ray.plan import Plan
 from falconer_ray.progress import watch
 from falconer_ray.quote import count_documents
@@ -125,6 +126,7 @@ class ProxyStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
         table = self._answer(batch)
+        trim_heap()  # or the actor's heap creeps up call after call (see falconer_ray.heap)
         # the call's seconds, spread over its rows so that any split of the block sums right
         busy = (time.perf_counter() - started) / max(1, batch.num_rows)
         table = table.append_column(BUSY, pa.array([busy] * batch.num_rows, pa.float64()))
