@@ -72,7 +72,7 @@ def test_memory_bench_samples_a_whole_mine_in_a_child_process(tmp_path, monkeypa
 
 
 def test_memory_samples_fall_in_the_step_announced_before_them(tmp_path):
-    from falconer_ray.bench.memory import Sample, by_step, step_starts
+    from falconer_ray.bench.memory import ChildLog, Sample, by_step
 
     log = tmp_path / "run.log"
     lines = ['{"ts": 100.0, "event": "note", "message": "annotating 40 documents with the teacher"}',
@@ -82,7 +82,9 @@ def test_memory_samples_fall_in_the_step_announced_before_them(tmp_path):
              '{"ts": 130.0, "event": "start", "step": "mining", "total": 9}',  # a progress event, not a note
              '{"ts": 140.0, "event": "note", "message": "mining corpus/ with the proxy"}']
     log.write_text("\n".join(lines) + "\n")
-    assert step_starts(log) == [(100.0, "annotating"), (120.0, "training"), (140.0, "mining")]
+    child_log = ChildLog(log)
+    child_log()
+    assert child_log.step_starts == [(100.0, "annotating"), (120.0, "training"), (140.0, "mining")]
     mb = 2**20
     samples = [Sample(95.0, {"driver": 50 * mb}, 40 * mb)]  # before any step: in no step
     samples += [Sample(100.0 + i, {"driver": 300 * mb}, 100 * mb) for i in range(20)]  # annotating
@@ -90,7 +92,7 @@ def test_memory_samples_fall_in_the_step_announced_before_them(tmp_path):
                 for i in range(20)]  # training
     samples += [Sample(140.0 + i, {"ray::ProxyStage": (300 + 10 * i) * mb, "driver": 100 * mb}, (100 + i) * mb)
                 for i in range(41)]  # mining, the actors rising
-    steps = by_step(samples, step_starts(log))
+    steps = by_step(samples, child_log.step_starts)
     assert list(steps) == ["annotating", "training", "mining"]
     assert steps["annotating"] == {"seconds": 20.0, "peak_pss_mb": 300.0, "peak_driver_rss_mb": 100.0,
                                    "at_peak_mb": {"driver": 300.0}}
@@ -176,18 +178,18 @@ def test_the_gpu_benchmark_measures_the_host_side_without_a_gpu(tmp_path):
 
 
 def test_memory_bench_relays_the_childs_notes_and_progress_as_lines_complete(tmp_path, capsys):
-    from falconer_ray.bench.memory import Relay
+    from falconer_ray.bench.memory import ChildLog
 
     log = tmp_path / "run.log"
     log.write_text('{"ts": 1, "event": "note", "message": "mining corpus/ with the proxy"}\n'
                    '{"ts": 2, "event": "progress", "step": "mining", "done": 500, "total": 1000, "unit": "docs", '
                    '"elapsed_s": 10.0}\n{"ts": 3, "event": "note", "mess')  # the child is still writing this one
-    relay = Relay(log)
-    relay()
+    child_log = ChildLog(log)
+    child_log()
     shown = capsys.readouterr().err
     assert "mining corpus/ with the proxy" in shown and "mining: 500/1000 docs (50%), 50 docs/s" in shown
     with log.open("a") as f:
         f.write('age": "report: out/report.html"}\n')
-    relay()
+    child_log()
     shown = capsys.readouterr().err
     assert "report: out/report.html" in shown and "mining corpus/" not in shown  # only what is new

@@ -95,22 +95,13 @@ def events(lines: list[str]):
                 yield event
 
 
-def step_starts(log: Path) -> list[tuple[float, str]]:
-    """(wall time, step) of each step the child announced in its JSON log, in order."""
-    starts = []
-    for event in events(log.read_text(errors="replace").splitlines()):
-        word = str(event.get("message", "")).split(" ", 1)[0].rstrip(":")
-        if event.get("event") == "note" and word in STEPS and isinstance(event.get("ts"), (int, float)):
-            starts.append((float(event["ts"]), word))
-    return starts
-
-
-class Relay:
-    """Shows the child's notes and progress as they land in its log, so a run of most of
-    an hour is not silent."""
+class ChildLog:
+    """Reads the child's JSON log as it grows: shows its notes and progress, so a run of
+    most of an hour is not silent, and keeps when each step (`STEPS`) began."""
 
     def __init__(self, log: Path):
         self.log, self.offset = log, 0
+        self.step_starts: list[tuple[float, str]] = []  # (wall time, step), in order
 
     def __call__(self) -> None:
         with self.log.open("rb") as f:
@@ -121,6 +112,9 @@ class Relay:
         for e in events(complete.decode(errors="replace").splitlines()):
             if e.get("event") == "note":
                 line = str(e.get("message", ""))
+                word = line.split(" ", 1)[0].rstrip(":")
+                if word in STEPS and isinstance(e.get("ts"), (int, float)):
+                    self.step_starts.append((float(e["ts"]), word))
             elif e.get("event") == "progress" and isinstance(e.get("done"), int) and isinstance(e.get("total"), int):
                 line = progress_line(str(e.get("step")), e["done"], e["total"], float(e.get("elapsed_s") or 0),
                                      str(e.get("unit", "docs")))
@@ -164,9 +158,9 @@ def watch(cmd: list[str], log: Path, timeout_s: float, interval_s: float = 1.0) 
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         root = psutil.Process(proc.pid)
-        relay = Relay(log)
+        child_log = ChildLog(log)
         while proc.poll() is None:
-            relay()
+            child_log()
             if time.monotonic() - started > timeout_s:
                 for child in root.children(recursive=True):
                     child.kill()
@@ -175,14 +169,14 @@ def watch(cmd: list[str], log: Path, timeout_s: float, interval_s: float = 1.0) 
                 raise TimeoutError(f"run exceeded {timeout_s:.0f}s; log: {log}")
             samples.append(Sample(time.time(), *tree_memory(root)))
             time.sleep(interval_s)
-    relay()
+    child_log()
     if proc.returncode != 0:
         tail = log.read_text()[-2000:]
         raise RuntimeError(f"run failed (exit {proc.returncode}); log: {log}\n{tail}")
     if not samples:  # exited before the first sample
         samples.append(Sample(time.time(), {}, 0))
     return {**peaks(samples), "wall_s": round(time.monotonic() - started, 1),
-            "steps": by_step(samples, step_starts(log))}
+            "steps": by_step(samples, child_log.step_starts)}
 
 
 def run_memory(sizes: list[int], source: str, n_annotate: int, epochs: int, keep_all: bool = True,
