@@ -18,7 +18,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name == "Plan":
-        from falconer_ray.plan import Plan
+        from falconer_ray.plan.schema import Plan
 
         return Plan
     raise AttributeError(name)

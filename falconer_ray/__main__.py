@@ -1,5 +1,5 @@
 """`python -m falconer_ray ...` is the `falconer` command."""
 
-from falconer_ray.cli import main
+from falconer_ray.cli.main import main
 
 main()

@@ -65,7 +65,7 @@ def get_spans(texts: list[str], instruction: str, model, threshold: float = 0.5)
         return []
     if isinstance(m, Proxy):
         return m.extract(texts, instruction, threshold=threshold)
-    from falconer_ray.annotate.validate import validate_spans
+    from falconer_ray.teacher.validate import validate_spans
 
     return [validate_spans(t, raw)[0] for t, raw in zip(texts, m.extract(texts, instruction))]
 
@@ -112,7 +112,7 @@ def results_dataset(run_dir, which: str = "results"):
 
 def load_plan(run_dir):
     """The run's plan, to inspect or edit (add_step, update_step, remove_step, with_keep)."""
-    from falconer_ray.plan import Plan
+    from falconer_ray.plan.schema import Plan
 
     path = Path(run_dir)
     return Plan.load(path / "plan.json" if path.is_dir() else path)

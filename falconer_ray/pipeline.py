@@ -10,20 +10,15 @@ import time
 from pathlib import Path
 
 from falconer_ray.config import RunConfig
-from falconer_ray.plan import Plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import note
 from falconer_ray.rundir import RunDir, write_json
-
-
-def make_run_teacher(cfg: RunConfig):
-    from falconer_ray.teacher import teacher_from_config
-
-    return teacher_from_config(cfg.teacher)
+from falconer_ray.teacher import teacher_from_config
 
 
 def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None, teacher=None) -> Plan:
     """Plan from a user's file, or from the teacher; saved as plan.json."""
-    from falconer_ray.planner import make_plan
+    from falconer_ray.plan.planner import make_plan
 
     run.create()
     if plan_file:
@@ -33,7 +28,7 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
             plan = plan.model_copy(update={"instruction": cfg.instruction})
     else:
         note(f"[bold]planning[/] with the teacher ({cfg.teacher.kind}: {cfg.teacher.model_name()})")
-        teacher = teacher or make_run_teacher(cfg)
+        teacher = teacher or teacher_from_config(cfg.teacher)
         before = teacher.stats.snapshot()
         plan = make_plan(cfg.instruction, teacher)
         write_json(run.plan_stats, {"teacher": teacher.name, "stats": teacher.stats.since(before).to_dict()})
@@ -45,7 +40,7 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
 def show_plan(plan: Plan, run: RunDir | None = None) -> None:
     """The plan as `falconer plan` prints it, and how to change it, before the teacher
     spends time on it (a JSON `plan` event with --log-json, nothing with --quiet)."""
-    from falconer_ray.plan import plan_table
+    from falconer_ray.plan.schema import plan_table
     from falconer_ray.progress import console, emit, print_table
 
     emit("plan", path=str(run.plan) if run else None, plan=plan.model_dump(by_alias=True))
@@ -61,16 +56,16 @@ def show_plan(plan: Plan, run: RunDir | None = None) -> None:
 
 def check_corpus(cfg: RunConfig) -> None:
     """The corpus's fields, from its first rows, before any teacher call."""
-    from falconer_ray.corpus import check_fields
+    from falconer_ray.corpus.read import check_fields
 
     check_fields(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit)
 
 
 def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
     from falconer_ray.annotate.stage import annotate_documents
-    from falconer_ray.corpus import read_corpus
+    from falconer_ray.corpus.read import read_corpus
     from falconer_ray.ray_env import init_ray
-    from falconer_ray.sample import sample_documents
+    from falconer_ray.corpus.sample import sample_documents
 
     plan = Plan.load(run.require(run.plan, "plan"))
     check_corpus(cfg)
@@ -80,14 +75,14 @@ def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
     if not docs:
         raise ValueError(f"{cfg.corpus} has no valid document to annotate (see errors in `falconer run`)")
     note(f"[bold]annotating[/] {len(docs)} documents with the teacher ({cfg.teacher.kind}: {cfg.teacher.model_name()})")
-    return annotate_documents(docs, plan, teacher or make_run_teacher(cfg), cfg, run)
+    return annotate_documents(docs, plan, teacher or teacher_from_config(cfg.teacher), cfg, run)
 
 
 def stage_train(run: RunDir, cfg: RunConfig) -> dict:
     from falconer_ray.annotate.stage import load_annotations
     from falconer_ray.ray_env import init_ray
     from falconer_ray.rundir import write_json
-    from falconer_ray.train import agreement, train_proxy
+    from falconer_ray.train.fit import agreement, train_proxy
 
     plan = Plan.load(run.require(run.plan, "plan"))
     rows = load_annotations(run)
@@ -97,7 +92,7 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
     metrics = train_proxy(plan, rows, cfg, run)
     metrics["agreement"] = agreement(plan, rows, run.proxy, cfg)
     if cfg.mine.target_agreement is not None:
-        from falconer_ray.routing import calibrate_run
+        from falconer_ray.mine.cascade import calibrate_run
 
         metrics["cascade"] = calibrate_run(plan, rows, run, cfg)
     write_json(run.train_metrics, metrics)
@@ -105,7 +100,7 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
 
 
 def stage_mine(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
-    from falconer_ray.mine import mine
+    from falconer_ray.mine.driver import mine
     from falconer_ray.ray_env import init_ray
 
     plan = Plan.load(run.require(run.plan, "plan"))
@@ -116,7 +111,7 @@ def stage_mine(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
 
 
 def finish(run: RunDir, started: float | None = None) -> dict:
-    from falconer_ray.report import build_report
+    from falconer_ray.report.build import build_report
     from falconer_ray.rundir import read_json
 
     plan = Plan.load(run.plan)
@@ -128,7 +123,7 @@ def finish(run: RunDir, started: float | None = None) -> dict:
 
 def refresh_report(run: RunDir) -> dict:
     """Rebuild report.json and report.html of a mined run, keeping its measured wall time."""
-    from falconer_ray.report import build_report
+    from falconer_ray.report.build import build_report
     from falconer_ray.rundir import read_json
 
     run.require(run.mine_stats, "run")
@@ -140,7 +135,7 @@ def refresh_report(run: RunDir) -> dict:
 
 def write_html(run: RunDir, report: dict | None = None) -> None:
     """report.html next to report.json; a rendering failure costs the page, never the run."""
-    from falconer_ray.report_html import write_report_html
+    from falconer_ray.report.html import write_report_html
 
     try:
         path = write_report_html(run, report)
@@ -173,7 +168,7 @@ def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
     started = time.monotonic()
     need_plan = not (resume and run.plan.exists())
     need_annotations = not (resume and run.annotation_stats.exists())
-    teacher = make_run_teacher(cfg) if need_plan or need_annotations else None  # one load serves both
+    teacher = teacher_from_config(cfg.teacher) if need_plan or need_annotations else None  # one load serves both
     if need_plan:
         plan = stage_plan(run, cfg, plan_file, teacher)
     else:
@@ -181,7 +176,7 @@ def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
         note(f"plan: reusing {run.plan}")
     show_plan(plan, run)
     if quote and not (resume and (run.path / "quote.json").exists()):
-        from falconer_ray.quote import make_quote, show
+        from falconer_ray.cost.quote import make_quote, show
 
         priced = make_quote(cfg, teacher=teacher, plan=plan)
         write_json(run.path / "quote.json", priced)

@@ -82,6 +82,17 @@ def print_table(table) -> None:
         Console(stderr=True, width=LOG_WIDTH, quiet=console.quiet).print(table)
 
 
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: "8.2 s", "42 s", "3.5 min", "2.1 h", "1.5 d"."""
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def _clock(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "?"

@@ -1,7 +1,7 @@
 """`falconer serve`: a run's trained pipeline online, as one Ray Serve deployment.
 
 POST /v1/mine {"texts": [...]} answers each text exactly as `falconer run` would:
-both paths call `mine.apply_plan`. Concurrent requests are pooled by `serve.batch`,
+both paths call `plan.execute.apply_plan`. Concurrent requests are pooled by `serve.batch`,
 so the proxy sees batches as large as a mining actor's. Everything a client sends
 is checked before it reaches the model (body size, JSON, schema, limits, token),
 and every refusal is a 4xx with a JSON `error`, never a traceback.
@@ -28,8 +28,8 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from falconer_ray.config import RunConfig
-from falconer_ray.mine import apply_plan
-from falconer_ray.plan import Plan
+from falconer_ray.plan.execute import ProxyAnswers, apply_plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
 
 APP_NAME = "falconer"
@@ -85,6 +85,7 @@ class MineServer:
         self.plan = Plan.model_validate_json(plan_json)
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
                                 runtime=self.cfg.proxy.runtime, threads=max(1, int(self.cfg.mine.cpus_per_actor)))
+        self.answers = ProxyAnswers(self.proxy, self.cfg)
         self.max_batch, self.max_bytes, self.token_sha256 = max_batch, max_request_bytes, token_sha256
         self.answer = serve.batch(max_batch_size=max(max_batch, self.cfg.mine.docs_per_call()),
                                   batch_wait_timeout_s=0.01, batch_size_fn=lambda reqs: sum(map(len, reqs)))(self._answer)
@@ -92,7 +93,7 @@ class MineServer:
     async def _answer(self, requests: list[list[str]]) -> list[list[dict]]:
         """One apply_plan call for the texts of all pooled requests, off the event loop."""
         texts = [t for texts in requests for t in texts]
-        answers = await asyncio.to_thread(apply_plan, self.proxy, self.plan, self.cfg, texts)
+        answers = await asyncio.to_thread(apply_plan, self.answers, self.plan, texts)
         out, at = [], 0
         for texts in requests:
             out.append([a.to_dict() for a in answers[at: at + len(texts)]])
@@ -193,7 +194,7 @@ def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int 
     init_ray()
     from ray import serve
 
-    from falconer_ray.runtime_choice import choose_runtime
+    from falconer_ray.mine.runtime_choice import choose_runtime
 
     cfg, _ = choose_runtime(run, plan, cfg)  # the same answers online as mining gives
     if serve.status().proxies:

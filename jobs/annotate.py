@@ -18,7 +18,7 @@ Ray Data LLM spreads the engines (or HTTP workers) over its nodes.
 
 import sys
 
-from falconer_ray.upload import run_job
+from falconer_ray.cli.upload import run_job
 
 if __name__ == "__main__":
     run_job(["annotate", *sys.argv[1:]])

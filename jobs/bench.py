@@ -8,7 +8,7 @@
 
 import sys
 
-from falconer_ray.upload import run_job
+from falconer_ray.cli.upload import run_job
 
 if __name__ == "__main__":
     run_job(["bench", *sys.argv[1:]])

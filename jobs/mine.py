@@ -10,7 +10,7 @@ storage once the run has succeeded.
 
 import sys
 
-from falconer_ray.upload import run_job
+from falconer_ray.cli.upload import run_job
 
 if __name__ == "__main__":
     run_job(["mine", *sys.argv[1:]])

@@ -11,7 +11,7 @@ later runs start from it with `--proxy-base`.
 
 import sys
 
-from falconer_ray.upload import run_job
+from falconer_ray.cli.upload import run_job
 
 if __name__ == "__main__":
     run_job(["pretrain", *sys.argv[1:]])

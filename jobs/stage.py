@@ -6,7 +6,7 @@
 
 import sys
 
-from falconer_ray.upload import run_job
+from falconer_ray.cli.upload import run_job
 
 STAGES = {"plan", "annotate", "train", "run"}
 

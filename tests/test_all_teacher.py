@@ -2,7 +2,7 @@
 
 import pytest
 
-from falconer_ray.all_teacher import estimate, seconds_per_document, teacher_per_op
+from falconer_ray.cost.baseline import estimate, seconds_per_document, teacher_per_op
 
 
 def test_per_op_from_totals_leaves_out_kinds_without_calls():

@@ -3,7 +3,7 @@
 import pytest
 
 from falconer_ray import load_plan, load_report, load_results, results_dataset
-from falconer_ray.plan import PlanError
+from falconer_ray.plan.schema import PlanError
 from test_report_html import make_run
 
 

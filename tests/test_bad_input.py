@@ -13,10 +13,10 @@ import pyarrow.dataset as pads
 import pytest
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig
-from falconer_ray.corpus import corpus_shards, iter_corpus, read_file
-from falconer_ray.plan import Plan
+from falconer_ray.corpus.read import corpus_shards, iter_corpus, read_file
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
 
 PLAN = {"instruction": "people praised in reviews", "steps": [
@@ -117,7 +117,7 @@ def test_bad_input_is_counted_by_reason_in_the_report_and_on_the_cli(ray_local, 
 def test_errors_are_counted_by_reason_across_files_and_batches(tmp_path):
     import pyarrow.parquet as pq
 
-    from falconer_ray.mine import error_reasons
+    from falconer_ray.mine.outputs import error_reasons
 
     for f, errors in enumerate([["empty_text: row 1", "malformed_json: line 3: bad"] * 3, [], ["timeout"]]):
         pq.write_table(pa.table({"doc_id": [str(i) for i in range(len(errors))], "error": pa.array(errors, pa.string())}),
@@ -196,7 +196,7 @@ def test_a_wrong_text_or_id_field_fails_at_once_naming_the_fields(tmp_path, suff
 
 
 def test_rows_without_the_field_in_a_corpus_that_has_it_stay_error_rows(tmp_path):
-    from falconer_ray.corpus import CorpusError, check_fields
+    from falconer_ray.corpus.read import CorpusError, check_fields
 
     # The first file lacks the field altogether: the check reads on into the next files.
     write_reviews(tmp_path / "a.jsonl", [{"id": f"a{i}", "body": "no text"} for i in range(60)])

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from falconer_ray.bench.throughput import _combined
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig
 
 
@@ -113,7 +113,7 @@ def test_memory_growth_compares_the_largest_corpus_with_the_smallest():
 
 
 def test_start_and_steady_split_the_fixed_start_from_the_rate():
-    from falconer_ray.mine import start_and_steady
+    from falconer_ray.mine.driver import start_and_steady
 
     # Two actors were busy 40 s in all (20 s each) for 1,000 rows of a 30 s run: 50 docs/s
     # while busy, and 30 - 20 = 10 s that no steady rate explains (start, the last call alone).
@@ -127,7 +127,7 @@ def test_mining_actors_report_their_busy_seconds(ray_local, tmp_path):
     exists), and an actor is busy for less than the whole run (some start is left)."""
     from falconer_ray.bench.corpus import write_corpus
     from falconer_ray.bench.throughput import LABEL_INSTRUCTION, fresh_proxy, pipeline_rate
-    from falconer_ray.plan import Plan, Step
+    from falconer_ray.plan.schema import Plan, Step
 
     cfg = RunConfig()
     texts = [f"review {i}: " + "a fine film " * (i % 7 + 1) for i in range(200)]
@@ -157,16 +157,14 @@ def test_the_benchmark_proxy_is_drawn_from_the_seed(tmp_path):
 
 
 def test_the_gpu_benchmark_measures_the_host_side_without_a_gpu(tmp_path):
-    """`benchmarks/gpu_proxy.py --host-only` runs anywhere: the proxy path against an
+    """`python -m falconer_ray.bench.gpu_proxy --host-only` runs anywhere: the proxy path against an
     instant forward pass, then against a simulated device, whose busy share is a fraction."""
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_proxy.py"
     out = tmp_path / "host.json"
-    subprocess.run([sys.executable, str(script), "--host-only", "--docs", "200", "--batches", "32",
+    subprocess.run([sys.executable, "-m", "falconer_ray.bench.gpu_proxy", "--host-only", "--docs", "200", "--batches", "32",
                     "--call-docs", "64", "--device-us", "50", "--json", str(out)], check=True, timeout=300)
     got = json.loads(out.read_text())
     for what in ("label", "span"):

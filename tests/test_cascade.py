@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from falconer_ray.cascade import DEFAULT_GRID, calibrate, combined, label_confidence, p_value, repeated_splits
+from falconer_ray.mine.cascade import DEFAULT_GRID, calibrate, combined, label_confidence, p_value, repeated_splits
 
 
 def population(rng, n):

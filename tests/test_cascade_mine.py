@@ -10,18 +10,19 @@ import pyarrow.dataset as pads
 import pytest
 
 from falconer_ray.config import RunConfig
-from falconer_ray.datasets import movie_reviews
-from falconer_ray.plan import Plan
+from falconer_ray.eval.datasets import movie_reviews
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
-from falconer_ray.sample import is_heldout
+from falconer_ray.corpus.sample import is_heldout
 
 pytestmark = pytest.mark.slow
 
 
 def test_mine_routes_unsure_documents_to_the_teacher(ray_local, tmp_path, cache_dir):
     from falconer_ray.annotate import AnnotationCache, cached_label
-    from falconer_ray.mine import apply_plan
-    from falconer_ray.pipeline import finish, make_run_teacher, stage_mine, stage_train
+    from falconer_ray.plan.execute import ProxyAnswers, apply_plan
+    from falconer_ray.pipeline import finish, stage_mine, stage_train
+    from falconer_ray.teacher import teacher_from_config
     from falconer_ray.proxy import Proxy
 
     reviews = movie_reviews("rotten_tomatoes")
@@ -56,7 +57,7 @@ def test_mine_routes_unsure_documents_to_the_teacher(ray_local, tmp_path, cache_
 
     # Route at the median confidence so both sides get documents, whatever was calibrated.
     texts = [r["text"] for r in reviews]
-    median = float(np.median([a.confidence for a in apply_plan(Proxy.load(run.proxy), plan, cfg, texts)]))
+    median = float(np.median([a.confidence for a in apply_plan(ProxyAnswers(Proxy.load(run.proxy), cfg), plan, texts)]))
     (run.path / "cascade.json").write_text(json.dumps(cal | {"threshold": median}))
     stats = stage_mine(run, cfg)
     report = finish(run)
@@ -75,7 +76,7 @@ def test_mine_routes_unsure_documents_to_the_teacher(ray_local, tmp_path, cache_
     assert c["fraction_to_teacher"] == pytest.approx(len(to_teacher) / stats["docs_in"], abs=1e-4)
 
     # The teacher's answers replaced the proxy's: same P(yes) as the teacher gives (from its cache).
-    teacher = make_run_teacher(cfg)
+    teacher = teacher_from_config(cfg.teacher)
     with AnnotationCache(f"{cache_dir}/annotations.sqlite") as cache:
         by_id = {f"rt{i}": t for i, t in enumerate(texts)}
         probs = cached_label(teacher, cache, [by_id[r["doc_id"]] for r in to_teacher], plan.steps[0].instruction)

@@ -3,7 +3,7 @@
 import typer
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 
 
 def commands(group, prefix=()):

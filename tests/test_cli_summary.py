@@ -1,15 +1,15 @@
 """What a run tells its user: the plan before the teacher works on it, and a summary
-whose dollars are report.html's (every other dollar figure says where it comes from)."""
+whose dollars are report.html's and report.json's, from one price table."""
 
 import json
 import re
 
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig
 from falconer_ray.rundir import write_json
-from falconer_ray.plan import Plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import set_mode
 from falconer_ray.rundir import RunDir
 from test_report_html import make_run
@@ -64,14 +64,14 @@ def test_summary_dollars_are_the_report_pages(tmp_path):
     text = summary(run)
     ours, all_teacher = html_dollars(run)
     assert f"${ours} this run, ${all_teacher} for the teacher on every document (estimated)" in text
-    assert "at the config's `quote:` prices, as in report.html" in text
+    assert "at the config's `prices:`, as in report.html and report.json" in text
     assert "$0.6065 estimated before the run (quote.json" in text
-    assert "teacher.price" not in text  # zero prices: the cost block's $0 is not shown as a cost
+    assert float(ours) == float(f"{json.loads(run.report.read_text())['cost']['usd']:.4g}")
 
-    cfg = RunConfig.load(run.path)  # prices the cost block uses, set: shown, and said to be those
-    RunConfig.model_validate({**cfg.model_dump(), "teacher": {**cfg.teacher.model_dump(), "price": {"gpu_hour": 3.6}}}
-                             ).save(run.path)
+    cfg = RunConfig.load(run.path)  # dearer hardware: every figure moves together
+    RunConfig.model_validate({**cfg.model_dump(), "prices": {**cfg.prices.model_dump(), "hardware": {
+        "cpu-node": {"usd_per_hour": 3.6}, "gpu-node": {"usd_per_hour": 2.5}}}}).save(run.path)
     priced = summary(run)
     usd = json.loads(run.report.read_text())["cost"]["usd"]
-    assert usd > 0 and f"${usd:.4g} at teacher.price (report.json's cost block)" in priced
-    assert f"${html_dollars(run)[0]} this run" in priced  # the page's figure did not move
+    assert usd > 36 * float(ours) - 1e-3
+    assert f"${html_dollars(run)[0]} this run" in priced and float(html_dollars(run)[0]) == float(f"{usd:.4g}")

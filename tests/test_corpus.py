@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from falconer_ray.corpus import CorpusError, iter_corpus, list_files
-from falconer_ray.sample import sample_documents
+from falconer_ray.corpus.read import CorpusError, iter_corpus, list_files
+from falconer_ray.corpus.sample import sample_documents
 
 
 def rows(corpus, **kw):

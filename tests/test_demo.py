@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
-from falconer_ray.datasets import movie_reviews, read_gold, write_imdb_corpus
-from falconer_ray.gold_check import gold_check, gold_summary, record_gold_check
+from falconer_ray.cli.main import app
+from falconer_ray.eval.datasets import movie_reviews, read_gold, write_imdb_corpus
+from falconer_ray.eval.gold_check import gold_check, gold_summary, record_gold_check
 from falconer_ray.rundir import RunDir, write_json
 
 
@@ -95,7 +95,7 @@ def test_a_wrong_text_field_fails_before_the_run_folder_is_touched(tmp_path):
 
 
 def test_demo_resume_keeps_the_corpus_it_was_mining(tmp_path):
-    from falconer_ray.datasets import read_gold, write_imdb_corpus
+    from falconer_ray.eval.datasets import read_gold, write_imdb_corpus
 
     corpus = write_imdb_corpus(tmp_path / "demo" / "corpus", 12)
     before = {f.name: f.stat().st_mtime_ns for f in corpus.iterdir()}

@@ -7,8 +7,8 @@ import pyarrow.dataset as pads
 import pytest
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
-from falconer_ray.datasets import movie_reviews
+from falconer_ray.cli.main import app
+from falconer_ray.eval.datasets import movie_reviews
 
 pytestmark = pytest.mark.slow
 

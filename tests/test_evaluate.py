@@ -8,9 +8,9 @@ import pytest
 from seqeval.metrics import f1_score
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
-from falconer_ray.datasets import wnut16
-from falconer_ray.evaluate import load_task, split
+from falconer_ray.cli.main import app
+from falconer_ray.eval.datasets import wnut16
+from falconer_ray.eval.evaluate import load_task, split
 from falconer_ray.spans import span_f1
 
 

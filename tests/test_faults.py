@@ -13,7 +13,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from falconer_ray.config import RunConfig, merge
-from falconer_ray.plan import Plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir, write_json
 from mining_helpers import PLAN, split_point
 

@@ -1,6 +1,6 @@
 """The torch proxy on a CUDA GPU: queued calls (pinned, non-blocking copies, one
 event per batch) give the same answers as the CPU. Skipped where there is no GPU;
-`python benchmarks/gpu_proxy.py` measures the speed."""
+`python -m falconer_ray.bench.gpu_proxy` measures the speed."""
 
 from __future__ import annotations
 

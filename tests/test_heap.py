@@ -4,7 +4,7 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from falconer_ray import heap
+from falconer_ray.mine import heap
 
 
 def test_trimming_returns_freed_heap_memory_that_glibc_would_keep():
@@ -22,8 +22,8 @@ def test_trimming_returns_freed_heap_memory_that_glibc_would_keep():
 
 def test_every_mining_call_trims_the_heap(tmp_path, monkeypatch):
     from falconer_ray.config import RunConfig
-    from falconer_ray.mine import ProxyStage
-    from falconer_ray.plan import Plan, Step
+    from falconer_ray.mine.actors import ProxyStage
+    from falconer_ray.plan.schema import Plan, Step
     from falconer_ray.proxy import ProxyModel
 
     ProxyModel.from_base("minilm").save(tmp_path / "proxy")
@@ -32,7 +32,7 @@ def test_every_mining_call_trims_the_heap(tmp_path, monkeypatch):
         Step(id="actors", op="get_span", instruction="Extract the praised actors.")], keep="positive")
     stage = ProxyStage(str(tmp_path / "proxy"), plan.model_dump_json(by_alias=True), RunConfig().model_dump_json(), 1)
     trims = []
-    monkeypatch.setattr("falconer_ray.mine.trim_heap", lambda: trims.append(1) or True)
+    monkeypatch.setattr("falconer_ray.mine.actors.trim_heap", lambda: trims.append(1) or True)
     batch = pa.table({"doc_id": ["a", "b"], "text": ["A fine film with Tom Hanks.", "Dull."], "error": [None, None]})
     for n in (1, 2):
         assert stage(batch).num_rows == 2

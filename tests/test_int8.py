@@ -16,11 +16,11 @@ import torch
 from falconer_ray.bench.corpus import bench_texts, write_corpus
 from falconer_ray.bench.throughput import fresh_proxy
 from falconer_ray.config import RunConfig, merge
-from falconer_ray.mine import Answer
-from falconer_ray.plan import Plan
+from falconer_ray.plan.execute import Answer
+from falconer_ray.plan.schema import Plan
 from falconer_ray.proxy import Proxy
 from falconer_ray.proxy.int8 import INT8_NAME, SOURCE_NAME, Int8Forward, is_current
-from falconer_ray.runtime_choice import choose_runtime, differs
+from falconer_ray.mine.runtime_choice import choose_runtime
 from falconer_ray.spans import Span
 from mining_helpers import PLAN, split_point
 from test_faults import mined_run, outputs
@@ -122,11 +122,13 @@ def test_an_int8_proxy_answers_without_importing_torch_or_transformers(proxy_dir
 def test_differs_reads_answers_as_the_results_would():
     plan = Plan.model_validate(PLAN)
     ann = Span(0, 3, "Ann", 0.9)
-    base = Answer(True, {"positive": 0.8}, {"people": [ann]})
-    assert not differs(base, Answer(True, {"positive": 0.7}, {"people": [Span(0, 3, "Ann", 0.6)]}), plan, 0.5)
-    assert differs(base, Answer(True, {"positive": 0.8}, {"people": []}), plan, 0.5)
-    assert differs(base, Answer(False, {"positive": 0.4}, {}), plan, 0.5)
-    assert differs(Answer(False, {"positive": 0.45}, {}), Answer(False, {"positive": 0.55}, {}), plan, 0.5)
+    yes, no = {"positive": True}, {"positive": False}
+    base = Answer(True, {"positive": 0.8}, {"people": [ann]}, said_yes=yes)
+    assert not base.differs(Answer(True, {"positive": 0.7}, {"people": [Span(0, 3, "Ann", 0.6)]}, said_yes=yes), plan)
+    assert base.differs(Answer(True, {"positive": 0.8}, {"people": []}, said_yes=yes), plan)
+    assert base.differs(Answer(False, {"positive": 0.4}, {}, said_yes=no), plan)
+    # filtered either way, but one label on the other side of its threshold
+    assert Answer(False, {"positive": 0.45}, {}, said_yes=no).differs(Answer(False, {"positive": 0.55}, {}, said_yes=yes), plan)
 
 
 def test_int8_is_refused_where_its_answers_could_not_be_trusted(tmp_path):
@@ -173,7 +175,7 @@ def test_mining_with_int8_gives_the_torch_answers(ray_local, proxy_dir, tmp_path
     cfg = RunConfig(corpus=str(corpus), id_field="id", cache_dir=cache_dir, mine={
         "actors": 2, "min_actors": 2, "label_threshold": split_point(exact.label_scores(texts[:200], LABEL)),
         "span_threshold": split_point(spans)})
-    from falconer_ray.mine import mine
+    from falconer_ray.mine.driver import mine
 
     plan = Plan.model_validate(PLAN)
     runs = {}

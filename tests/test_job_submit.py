@@ -23,14 +23,14 @@ import pyarrow.dataset as pads
 import pytest
 
 from falconer_ray.config import RunConfig
-from falconer_ray.plan import Plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-EXCLUDES = [".git", ".gpu", "runs", "docs", "benchmarks", ".pytest_cache", ".hypothesis", "*.egg-info", "__pycache__"]
+EXCLUDES = [".git", ".gpu", "runs", "docs", ".pytest_cache", ".hypothesis", "*.egg-info", "__pycache__"]
 PLAN = {"instruction": "Names of people praised in positive reviews", "steps": [
     {"id": "positive", "op": "get_label", "instruction": "Is this movie review positive?"},
     {"id": "people", "op": "get_span", "instruction": "Extract the names of people who are praised."}],

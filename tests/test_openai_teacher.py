@@ -19,8 +19,8 @@ import urllib.request
 import pytest
 
 from falconer_ray.annotate.stage import annotate_documents, load_annotations
-from falconer_ray.config import RunConfig, TeacherConfig
-from falconer_ray.plan import Plan, Step
+from falconer_ray.config import OpenAITeacherConfig, RunConfig
+from falconer_ray.plan.schema import Plan, Step
 from falconer_ray.rundir import RunDir
 from falconer_ray.teacher import make_teacher
 from falconer_ray.teacher.base import Failed
@@ -95,8 +95,8 @@ def key(monkeypatch):
 
 
 def test_annotate_through_ray_data_llm(server, key, ray_local, tmp_path):
-    tcfg = TeacherConfig(kind="openai", model="gemma3-270m", url=server, api="completions", span_format="text",
-                         timeout_s=120, batch_size=2, concurrency=1, qps=20, api_key_env=key)
+    tcfg = OpenAITeacherConfig(model="gemma3-270m", url=server, api="completions", span_format="text",
+                               timeout_s=120, batch_size=2, concurrency=1, qps=20, api_key_env=key)
     cfg = RunConfig(cache_dir=str(tmp_path / "cache"), teacher=tcfg)
     plan = Plan(instruction="people in positive reviews", steps=[
         Step(id="positive", op="get_label", instruction="Is this movie review positive?"),

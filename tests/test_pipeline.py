@@ -9,10 +9,10 @@ import pyarrow.dataset as pads
 import pytest
 
 from falconer_ray.config import RunConfig
-from falconer_ray.datasets import movie_reviews
-from falconer_ray.plan import Plan
+from falconer_ray.eval.datasets import movie_reviews
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
-from falconer_ray.sample import is_heldout
+from falconer_ray.corpus.sample import is_heldout
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from falconer_ray.plan import Plan, PlanError, condition_text
-from falconer_ray.planner import plan_from_text
+from falconer_ray.plan.schema import Plan, PlanError, condition_text
+from falconer_ray.plan.planner import plan_from_text
 
 
 def plan(**kw):
@@ -99,7 +99,7 @@ def test_planner_reuses_a_question_asked_twice():
 
 
 def test_plan_error_example_is_a_valid_plan():
-    from falconer_ray.planner import EXAMPLE_PLAN
+    from falconer_ray.plan.planner import EXAMPLE_PLAN
 
     assert Plan.model_validate(EXAMPLE_PLAN).keeps({"positive": False})
 
@@ -107,7 +107,7 @@ def test_plan_error_example_is_a_valid_plan():
 def test_plan_command_prints_a_table_and_writes_json(tmp_path):
     from typer.testing import CliRunner
 
-    from falconer_ray.cli import app
+    from falconer_ray.cli.main import app
 
     src = tmp_path / "mine.json"
     plan(keep={"all": ["positive", {"not": "laptop"}]}).save(src)
@@ -148,7 +148,7 @@ class Corrupting:
 
 @pytest.mark.slow
 def test_real_teacher_plans_within_the_grammar(gemma):
-    from falconer_ray.planner import MAX_QUESTION_CHARS, plan_with_trace
+    from falconer_ray.plan.planner import MAX_QUESTION_CHARS, plan_with_trace
 
     p, rejected = plan_with_trace("Extract the song titles from reviews of jazz albums.", gemma)
     assert len(rejected) <= 1 and p.steps and p.instruction.startswith("Extract the song titles")
@@ -157,7 +157,7 @@ def test_real_teacher_plans_within_the_grammar(gemma):
 
 @pytest.mark.slow
 def test_invalid_answer_is_repaired_by_the_real_teacher(gemma):
-    from falconer_ray.planner import plan_with_trace
+    from falconer_ray.plan.planner import plan_with_trace
 
     wrapped = Corrupting(gemma, n_bad=1)
     p, rejected = plan_with_trace("Extract the song titles from reviews of jazz albums.", wrapped)
@@ -169,7 +169,7 @@ def test_invalid_answer_is_repaired_by_the_real_teacher(gemma):
 
 @pytest.mark.slow
 def test_unrepairable_answer_is_a_plan_error_with_raw_output_and_help(gemma):
-    from falconer_ray.planner import PlanningFailed, make_plan
+    from falconer_ray.plan.planner import PlanningFailed, make_plan
 
     wrapped = Corrupting(gemma, n_bad=5)
     with pytest.raises(PlanningFailed) as info:
@@ -189,7 +189,7 @@ def test_planner_drops_repeated_conditions():
 
 
 def test_nearest_demos_are_repeated_just_before_the_request():
-    from falconer_ray.planner import DEMOS, PROMPT_HEADER, _demo, nearest_demos, planner_prompt
+    from falconer_ray.plan.planner import DEMOS, PROMPT_HEADER, _demo, nearest_demos, planner_prompt
 
     for demo in DEMOS:
         assert nearest_demos(demo[0])[-1] == demo

@@ -17,9 +17,9 @@ from falconer_ray.bench.plan_score import (
     step_f1,
     text_similarity,
 )
-from falconer_ray.cli import app
-from falconer_ray.plan import Plan, PlanError, Step
-from falconer_ray.planner import DEMOS
+from falconer_ray.cli.main import app
+from falconer_ray.plan.schema import Plan, PlanError, Step
+from falconer_ray.plan.planner import DEMOS
 
 
 def L(i, q=None):

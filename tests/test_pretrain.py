@@ -8,8 +8,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
-from falconer_ray.pretrain import (
+from falconer_ray.cli.main import app
+from falconer_ray.train.pretrain import (
     NUMBER_WORDS,
     build_instances,
     check_out,

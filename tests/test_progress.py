@@ -76,7 +76,7 @@ def test_watch_polls_work_done_elsewhere(capsys):
 def test_training_steps_reach_the_driver_from_a_ray_worker(ray_local):
     import ray
 
-    from falconer_ray.train import StepsReported
+    from falconer_ray.train.fit import StepsReported
 
     # 2 workers share 21 examples: 11 each, in batches of 4 -> 3 steps per epoch
     assert StepsReported.total(21, workers=2, batch_size=4, epochs=2) == 6
@@ -102,7 +102,7 @@ def test_cli_global_flags_reach_the_commands(tmp_path):
     plan.write_text(json.dumps({"steps": [{"id": "pos", "op": "get_label", "instruction": "Is it positive?"}]}))
     code = textwrap.dedent("""
         import sys
-        from falconer_ray.cli import app
+        from falconer_ray.cli.main import app
         sys.exit(app())
     """)
     args = [sys.executable, "-c", code, "--log-json", "plan", "positive reviews", "--plan", str(plan),

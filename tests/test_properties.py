@@ -7,7 +7,7 @@ generated inputs:
                  parses or fails with the documented error; `keeps` agrees with a
                  reference evaluator; accepted plans satisfy `plan_json_schema()`.
 * planner.py   - teacher plan completions (`plan_from_text`, `make_plan`).
-* annotate/validate.py, teacher/prompts.py, teacher/embedded.py - span answers.
+* teacher/validate.py, teacher/prompts.py, teacher/embedded.py - span answers.
 * proxy/encoding.py - windows, BIO tags, decoding and stitching, with the real
                  MiniLM tokenizer (loaded once for the module).
 * spans.py     - `locate`, `span_f1`.
@@ -41,14 +41,14 @@ from pydantic import ValidationError
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from falconer_ray.annotate.validate import (  # noqa: E402
+from falconer_ray.teacher.validate import (  # noqa: E402
     MAX_ITEMS,
     NONE_ANSWERS,
     QUOTES,
     parse_span_answer,
     validate_spans,
 )
-from falconer_ray.plan import (  # noqa: E402
+from falconer_ray.plan.schema import (  # noqa: E402
     MAX_DEPTH,
     Plan,
     PlanError,
@@ -57,7 +57,7 @@ from falconer_ray.plan import (  # noqa: E402
     plan_json_schema,
     referenced_ids,
 )
-from falconer_ray.planner import make_plan, plan_from_text  # noqa: E402
+from falconer_ray.plan.planner import make_plan, plan_from_text  # noqa: E402
 from falconer_ray.proxy.encoding import (  # noqa: E402
     B,
     I,

@@ -92,8 +92,8 @@ def test_forward_and_loss_mixed_batch(minilm):
 def test_label_targets_hard_or_soft(minilm):
     """Soft targets carry the teacher's P(yes) into the loss; hard ones its yes/no."""
     from falconer_ray.config import RunConfig
-    from falconer_ray.plan import Plan
-    from falconer_ray.train import build_examples
+    from falconer_ray.plan.schema import Plan
+    from falconer_ray.train.fit import build_examples
 
     plan = Plan.model_validate({"instruction": "x", "steps": [{"id": "red", "op": "get_label", "instruction": "is it red?"}]})
     texts, _ = colour_data(3, 2)

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig
-from falconer_ray.plan import Plan
-from falconer_ray.quote import compare, count_documents, estimate
+from falconer_ray.plan.schema import Plan
+from falconer_ray.cost.quote import compare, count_documents, estimate
 
 PLAN = Plan.model_validate({"instruction": "people in positive reviews", "steps": [
     {"id": "positive", "op": "get_label", "instruction": "Is this review positive?"},
@@ -50,8 +50,8 @@ MEASURED_PROXY = {"train_s_per_example": 0.5, "examples_per_doc": 2.0, "label_s_
 
 def test_estimate_scales_measurements_and_prices():
     cfg = RunConfig(instruction=PLAN.instruction, n_annotate=100, train={"epochs": 2, "heldout": 0.2},
-                    quote={"train_overhead_s": 10, "mine_overhead_s": 5, "teacher_usd_per_m_input_tokens": 1.0,
-                           "teacher_usd_per_m_output_tokens": 2.0})
+                    quote={"train_overhead_s": 10, "mine_overhead_s": 5},
+                    prices={"prompt_per_1m": 1.0, "completion_per_1m": 2.0})
     q = estimate(cfg, PLAN, {"docs": 10_000, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
     fal, base = q["falconer"], q["all_teacher"]
     assert fal["teacher_calls"] == 200 and base["teacher_calls"] == 10_000 + 2_500
@@ -66,13 +66,13 @@ def test_estimate_scales_measurements_and_prices():
     assert any("keep rate 25%" in a for a in q["assumptions"])
     assert any("mining 5 s" in a for a in q["assumptions"])
 
-    faster = RunConfig.model_validate({**cfg.model_dump(), "quote": {**cfg.quote.model_dump(),
+    faster = RunConfig.model_validate({**cfg.model_dump(), "prices": {**cfg.prices.model_dump(),
         "mine": {"hardware": "gpu-node", "units": 2}, "teacher": {"hardware": "cpu-node", "units": 4}}})
     q2 = estimate(faster, PLAN, {"docs": 10_000, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
     assert q2["falconer"]["seconds"]["mine"] == pytest.approx(5 + (fal["seconds"]["mine"] - 5) / 80, abs=0.1)  # the start is not divided
     assert q2["all_teacher"]["total_s"] == pytest.approx(base["total_s"] / 4)
-    bad = RunConfig.model_validate({**cfg.model_dump(), "quote": {"mine": {"hardware": "tpu"}}})
-    with pytest.raises(ValueError, match="hardware 'tpu' is not in the table"):
+    bad = RunConfig.model_validate({**cfg.model_dump(), "prices": {"mine": {"hardware": "tpu"}}})
+    with pytest.raises(ValueError, match="hardware 'tpu' of stage mine is not in the table"):
         estimate(bad, PLAN, {"docs": 10, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
 
 
@@ -103,17 +103,21 @@ def test_quote_cli_rejects_bad_input(tmp_path):
     assert missing.exit_code == 2 and "corpus not found" in missing.output
     (tmp_path / "c.jsonl").write_text('{"text": "only one"}\n')
     cfg = tmp_path / "q.yaml"
-    cfg.write_text(yaml.safe_dump({"quote": {"mine": {"hardware": "tpu-pod"}}}))
+    cfg.write_text(yaml.safe_dump({"prices": {"mine": {"hardware": "tpu-pod"}}}))
     bad_hw = runner.invoke(app, ["quote", "find people", str(tmp_path / "c.jsonl"), "--config", str(cfg)])
     assert bad_hw.exit_code == 2 and "tpu-pod" in bad_hw.output
-    cfg.write_text(yaml.safe_dump({"quote": {"hardware": {"cpu-node": {"usd_per_hour": -1}}}}))
+    cfg.write_text(yaml.safe_dump({"prices": {"hardware": {"cpu-node": {"usd_per_hour": -1}}}}))
     negative = runner.invoke(app, ["quote", "find people", str(tmp_path / "c.jsonl"), "--config", str(cfg)])
-    assert negative.exit_code == 2 and "usd_per_hour" in negative.output
+    assert negative.exit_code == 2 and "prices.hardware.cpu-node.usd_per_hour" in negative.output
+    # the hardware table's place before `prices:` existed still reads, and is checked the same
+    cfg.write_text(yaml.safe_dump({"quote": {"mine": {"hardware": "tpu-pod"}}}))
+    old = runner.invoke(app, ["quote", "find people", str(tmp_path / "c.jsonl"), "--config", str(cfg)])
+    assert old.exit_code == 2 and "tpu-pod" in old.output
 
 
 @pytest.mark.slow
 def test_quote_pilot_with_the_real_teacher_and_proxy(tmp_path, cache_dir):
-    from falconer_ray.datasets import write_imdb_corpus
+    from falconer_ray.eval.datasets import write_imdb_corpus
 
     corpus = write_imdb_corpus(tmp_path / "corpus", 60, shards=2)
     plan_file = tmp_path / "plan.json"

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from falconer_ray.repeated_ids import bucket_of, repeated_ids
+from falconer_ray.corpus.repeated_ids import bucket_of, repeated_ids
 
 
 def test_spilled_buckets_find_exactly_the_repeated_ids(tmp_path):
@@ -46,7 +46,7 @@ def test_a_failed_spill_closes_what_it_opened_and_leaves_nothing(tmp_path, monke
     opened before it are closed and the spill folder is gone."""
     import pytest
 
-    import falconer_ray.repeated_ids as spill
+    import falconer_ray.corpus.repeated_ids as spill
 
     rows = tmp_path / "rows"
     rows.mkdir()

@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from falconer_ray.config import RunConfig
-from falconer_ray.mine import output_schema, split_outputs
-from falconer_ray.plan import Plan
-from falconer_ray.report import build_report
-from falconer_ray.report_html import highlight, sample_scores, write_report_html
+from falconer_ray.mine.outputs import split_outputs
+from falconer_ray.plan.execute import output_schema
+from falconer_ray.plan.schema import Plan
+from falconer_ray.report.build import build_report
+from falconer_ray.report.html import highlight, sample_scores, write_report_html
 from falconer_ray.rundir import RunDir, write_json
 
 HOSTILE = 'Great <script>document.body.dataset.pwned="1"</script> film <img src=x onerror="document.body.dataset.pwned=2"> by Ann Lee.'
@@ -50,7 +51,7 @@ def make_run(tmp_path, n=400, confusion=None, teacher_scores=(), teacher_stats=N
                                 "spans": {"people": [ann_lee]}}) + "\n")
     per_op = {op: {"s_per_call": 1.0, "input_tokens_per_call": 100, "output_tokens_per_call": 5} for op in ("label", "span")}
     write_json(run.annotation_stats, {"teacher": {"model": "embedded:test", "calls": 4, "seconds": 8.0, "docs_per_s": 0.5,
-                                                  "per_op": per_op},
+                                                  "per_op": per_op, "stats": {"calls": 4, "seconds": 8.0}},
                                       "docs": 2 + len(teacher_scores), "keep_fraction": 0.5, "cached": {"label": 0, "span": 0},
                                       "rejected_spans": {}, **(teacher_stats or {})})
     cells = confusion or {"tp": 3, "fp": 1, "fn": 1, "tn": 3}
@@ -152,7 +153,7 @@ def test_report_renders_in_chromium(tmp_path):
 def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
     from typer.testing import CliRunner
 
-    from falconer_ray.cli import app
+    from falconer_ray.cli.main import app
 
     run = make_run(tmp_path, n=100)
     write_json(run.path / "quote.json", {"corpus": {"docs": 100}, "falconer": {
@@ -179,8 +180,8 @@ def test_falconer_report_rewrites_both_reports_with_the_quote(tmp_path):
 
 
 def test_findings_name_the_runs_that_mislead():
-    from falconer_ray.report_findings import findings, wilson
-    from falconer_ray.report_html import agreement_rows, quote_comparison
+    from falconer_ray.report.findings import findings, wilson
+    from falconer_ray.report.html import agreement_rows, quote_comparison
 
     lo, hi = wilson(3, 4)
     assert 0.25 < lo < 0.35 and 0.9 < hi < 0.97 and wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
@@ -219,7 +220,7 @@ def test_findings_name_the_runs_that_mislead():
 
 
 def test_speed_takeaway_gives_the_break_even_corpus_size():
-    from falconer_ray.report_html import time_takeaway
+    from falconer_ray.report.html import time_takeaway
 
     stages = {"annotate (teacher)": 100.0, "train proxy": 200.0, "mine (proxy)": 50.0}
     got = time_takeaway(stages, 2000.0, 0.5, 1000)
@@ -248,8 +249,8 @@ def test_report_html_explains_the_cascade(tmp_path):
 
 
 def test_findings_flag_a_proxy_that_always_says_yes():
-    from falconer_ray.report_findings import findings
-    from falconer_ray.report_html import agreement_rows
+    from falconer_ray.report.findings import findings
+    from falconer_ray.report.html import agreement_rows
 
     plan = Plan.model_validate({"instruction": "x", "steps": [
         {"id": "positive", "op": "get_label", "instruction": "Positive?"}], "keep": "positive"})
@@ -297,8 +298,8 @@ def test_agreement_no_better_than_the_majority_answer_is_a_problem(tmp_path):
 
 
 def test_findings_agreement_equal_to_the_majority_and_a_one_sided_teacher():
-    from falconer_ray.report_findings import findings
-    from falconer_ray.report_html import agreement_rows
+    from falconer_ray.report.findings import findings
+    from falconer_ray.report.html import agreement_rows
 
     plan = Plan.model_validate({"instruction": "x", "steps": [
         {"id": "positive", "op": "get_label", "instruction": "Positive?"}], "keep": "positive"})
@@ -358,7 +359,7 @@ def test_teacher_findings_stay_quiet_on_a_confident_teacher_and_flag_a_one_sided
 
 
 def test_heldout_advice_depends_on_what_the_corpus_has_left(tmp_path):
-    from falconer_ray.report_findings import heldout_advice
+    from falconer_ray.report.findings import heldout_advice
 
     # every document of a 40-document corpus annotated: no setting gives more held-out documents
     small = write_report_html(make_run(tmp_path / "a", n=40, teacher_scores=[0.2, 0.8] * 19)).read_text()
@@ -411,7 +412,7 @@ def test_mined_results_sit_under_their_headers_in_chromium(tmp_path):
 def test_chart_labels_do_not_collide():
     import matplotlib.pyplot as plt
 
-    from falconer_ray.plots import STYLE, bars_figure, stacked_time_figure
+    from falconer_ray.report.plots import STYLE, bars_figure, stacked_time_figure
 
     with plt.rc_context(STYLE):
         for values, log in (([2.778, 6.136], True), ([0.521, 9.023], True), ([0.5, 9023.0], True),

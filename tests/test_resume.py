@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.rundir import RunDir
-from falconer_ray.units import MANIFEST, ResumeError, UnitStore, fingerprint
+from falconer_ray.mine.units import MANIFEST, ResumeError, UnitStore, fingerprint
 from test_faults import PLAN, mined_run, outputs, split_point
 
 DOCS = 1200
@@ -170,8 +170,8 @@ def test_killed_driver_resumes_and_redoes_only_unfinished_units(ray_local, setup
 
 
 def test_resume_is_refused_when_the_question_changed(tmp_path):
-    from falconer_ray.corpus import corpus_shards
-    from falconer_ray.plan import Plan
+    from falconer_ray.corpus.read import corpus_shards
+    from falconer_ray.plan.schema import Plan
 
     corpus, proxy_dir = tmp_path / "corpus", tmp_path / "proxy"
     corpus.mkdir(), proxy_dir.mkdir()

@@ -14,9 +14,9 @@ import secrets
 import pytest
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig
-from falconer_ray.plan import Plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
 from test_teacher import needs_llama
 
@@ -36,6 +36,7 @@ class Recording:
     def __init__(self, inner):
         self.inner, self.seen = inner, []
         self.name, self.max_doc_chars, self.stats = inner.name, inner.max_doc_chars, inner.stats
+        self.call_chunk = inner.call_chunk
 
     def label(self, texts, instruction, on_progress=None):
         self.seen += [instruction, *texts]

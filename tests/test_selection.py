@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
-from falconer_ray.evaluate import load_task, pool_split, split
-from falconer_ray.selection import first_round, least_confident
+from falconer_ray.cli.main import app
+from falconer_ray.eval.evaluate import load_task, pool_split, split
+from falconer_ray.eval.selection import first_round, least_confident
 
 
 def test_least_confident_picks_the_lowest_and_breaks_ties_by_position():

@@ -13,10 +13,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from falconer_ray.cli import app
+from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig
-from falconer_ray.datasets import movie_reviews
-from falconer_ray.plan import Plan
+from falconer_ray.eval.datasets import movie_reviews
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
 from mining_helpers import PLAN, split_point
 

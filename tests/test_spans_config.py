@@ -46,7 +46,7 @@ def test_config_merge_and_validation():
 
 
 def test_call_size_gives_every_actor_several_calls():
-    from falconer_ray.mine import CALLS_PER_ACTOR, MIN_DOCS_PER_CALL, call_size
+    from falconer_ray.mine.driver import CALLS_PER_ACTOR, MIN_DOCS_PER_CALL, call_size
 
     cfg = RunConfig()
     default = cfg.mine.docs_per_call()

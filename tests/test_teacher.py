@@ -84,6 +84,7 @@ class FakeTeacher:
 
     name = "fake"
     max_doc_chars = 40
+    call_chunk = 16
 
     def __init__(self):
         self.stats = TeacherStats()

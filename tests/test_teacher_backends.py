@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
-from falconer_ray.config import RunConfig, TeacherConfig
+from falconer_ray.config import OpenAITeacherConfig, RunConfig, VLLMTeacherConfig
 from falconer_ray.teacher import answers, make_teacher, prompts, requests, teacher_from_config
 from falconer_ray.teacher.base import Failed, TeacherStats
 from falconer_ray.teacher.http import ResilientSession, RetryPolicy, post_json, unwrap
@@ -207,18 +207,25 @@ def test_retry_policy_backoff():
 
 def test_teacher_config_validation():
     with pytest.raises(ValueError, match="url"):
-        TeacherConfig(kind="openai", model="m")
+        OpenAITeacherConfig(model="m")
     with pytest.raises(ValueError, match="model"):
-        TeacherConfig(kind="vllm")
+        VLLMTeacherConfig()
     with pytest.raises(ValueError, match="api=chat"):
-        TeacherConfig(api="completions", span_format="json_schema")
+        VLLMTeacherConfig(model="m", api="completions", span_format="json_schema")
+    # each backend holds its own fields: one set for another backend is refused by name
+    with pytest.raises(ValueError, match="url"):
+        RunConfig.model_validate({"teacher": {"kind": "embedded", "url": "http://127.0.0.1:9/v1"}})
+    # a config saved flat (every backend's fields, the others at their defaults) still loads
+    flat = {"kind": "openai", "model": "m", "url": "http://127.0.0.1:9/v1", "tensor_parallel_size": 1,
+            "engine_kwargs": {}, "max_model_len": None, "price": {"prompt_per_1m": 0.0, "gpu_hour": 0.0}}
+    assert RunConfig.model_validate({"teacher": flat}).teacher == OpenAITeacherConfig(model="m", url="http://127.0.0.1:9/v1")
     with pytest.raises(ValueError) as e:
         RunConfig.model_validate({"teacher": {"api_key_env": "sk-secret-value-123"}})
     assert "sk-secret" not in str(e.value)  # a pasted key is not echoed
 
 
 def test_openai_teacher_key_from_env_only(monkeypatch, tmp_path):
-    cfg = TeacherConfig(kind="openai", model="m", url="http://127.0.0.1:9/v1", api_key_env="FALCONER_TEST_KEY")
+    cfg = OpenAITeacherConfig(model="m", url="http://127.0.0.1:9/v1", api_key_env="FALCONER_TEST_KEY")
     monkeypatch.delenv("FALCONER_TEST_KEY", raising=False)
     with pytest.raises(ValueError, match="FALCONER_TEST_KEY is not set"):
         teacher_from_config(cfg)
@@ -235,7 +242,7 @@ def test_openai_teacher_key_from_env_only(monkeypatch, tmp_path):
 def test_cli_teacher_flags_reach_the_config(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from falconer_ray.cli import app
+    from falconer_ray.cli.main import app
 
     monkeypatch.setenv("FALCONER_TEST_KEY", "sk-very-secret")
     yaml = tmp_path / "cfg.yaml"
@@ -267,6 +274,7 @@ class _Flaky:
 
     name = "flaky"
     max_doc_chars = 100
+    call_chunk = None
 
     def __init__(self):
         self.stats = TeacherStats()
@@ -317,7 +325,7 @@ def test_vllm_config_and_rows():
 
     from falconer_ray.teacher.vllm import VLLMTeacher, _result_or_engine_error, vllm_request, vllm_result
 
-    cfg = TeacherConfig(kind="vllm", model="Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2, concurrency=4,
+    cfg = VLLMTeacherConfig(model="Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2, concurrency=4,
                         batch_size=64, max_model_len=4096, engine_kwargs={"gpu_memory_utilization": 0.85})
     t = teacher_from_config(cfg)
     assert isinstance(t, VLLMTeacher) and t.name.startswith("vllm:Qwen/Qwen2.5-7B-Instruct:chat")
@@ -351,18 +359,22 @@ def test_vllm_config_and_rows():
 # ---------------------------------------------------------------------- cost
 
 
-def test_run_cost_prices_tokens_and_device_time():
-    from falconer_ray.cost import run_cost
+def test_run_cost_prices_tokens_and_each_stages_hardware():
+    from falconer_ray.cost.accounting import run_cost
 
-    cfg = RunConfig(teacher=TeacherConfig(kind="openai", model="m", url="http://127.0.0.1:1/v1",
-                                          price={"prompt_per_1m": 2.0, "completion_per_1m": 8.0, "gpu_hour": 3.6}))
+    gpu = {"hardware": {"gpu": {"usd_per_hour": 3.6}, "node": {"usd_per_hour": 0.36}}}
+    cfg = RunConfig(teacher=OpenAITeacherConfig(model="m", url="http://127.0.0.1:1/v1"),
+                    prices={**gpu, "prompt_per_1m": 2.0, "completion_per_1m": 8.0, "teacher": {"hardware": "node"},
+                            "train": {"hardware": "gpu", "units": 2}, "mine": {"hardware": "node", "units": 3}})
     plan = {"stats": {"calls": 1, "prompt_tokens": 500_000, "completion_tokens": 0, "seconds": 2}}
     ann = {"teacher": {"stats": {"calls": 10, "prompt_tokens": 500_000, "completion_tokens": 250_000, "seconds": 8}}}
     cost = run_cost(plan, ann, {"wall_s": 100}, {"mine_s": 50, "actors": [1, 2], "docs_in": 1000}, cfg)
     assert cost["teacher"] == {"calls": 11, "prompt_tokens": 1_000_000, "completion_tokens": 250_000,
-                               "seconds": 10.0, "usd": pytest.approx(4.0)}
-    assert cost["stages"]["proxy"]["usd"] == pytest.approx((100 * 2 + 50 * 2) / 3600 * 3.6)
-    assert cost["usd"] == pytest.approx(4.0 + 0.3)
-    local = RunConfig(teacher=TeacherConfig(kind="vllm", model="m", tensor_parallel_size=2, concurrency=2,
-                                            price={"gpu_hour": 3.6}))
+                               "seconds": 10.0, "usd": pytest.approx(4.0 + 10 / 3600 * 0.36)}
+    # the proxy on its own hardware, not the teacher's
+    assert cost["stages"]["proxy"]["usd"] == pytest.approx(100 / 3600 * 3.6 * 2 + 50 / 3600 * 0.36 * 3)
+    assert cost["usd"] == pytest.approx(cost["teacher"]["usd"] + cost["stages"]["proxy"]["usd"])
+    # a config from before the one table: teacher.price's device hour becomes the teacher's hardware
+    local = RunConfig.model_validate({"teacher": {"kind": "vllm", "model": "m", "tensor_parallel_size": 2,
+                                                  "concurrency": 2, "price": {"gpu_hour": 3.6}}})
     assert run_cost({}, ann, {}, {}, local)["stages"]["annotate"]["usd"] == pytest.approx(8 / 3600 * 4 * 3.6)

@@ -14,7 +14,7 @@ import pytest
 from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
 from falconer_ray.annotate.stage import annotate_documents
 from falconer_ray.config import RunConfig
-from falconer_ray.plan import Plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.rundir import RunDir
 from falconer_ray.teacher.base import Failed
 from test_teacher import FakeTeacher, needs_llama
@@ -45,6 +45,7 @@ class FaultyTeacher:
         self.inner = inner
         self.name = inner.name + "+faults"  # its own cache keys
         self.max_doc_chars = inner.max_doc_chars
+        self.call_chunk = inner.call_chunk
         self.stats = inner.stats
         self.flaked: set[str] = set()
         self.calls = 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from falconer_ray.upload import UploadError, pop_upload, resolve, output_of, upload
+from falconer_ray.cli.upload import UploadError, pop_upload, resolve, output_of, upload
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = {"instruction": "positive reviews", "steps": [

@@ -12,11 +12,11 @@ from collections import Counter
 from typing import NamedTuple
 
 from falconer_ray.annotate.cache import AnnotationCache, cache_key
-from falconer_ray.annotate.guard import CHUNK, check_labels, check_spans, guarded_calls
-from falconer_ray.annotate.validate import parse_span_answer, validate_spans
+from falconer_ray.annotate.guard import check_labels, check_spans, guarded_calls
+from falconer_ray.teacher.validate import parse_span_answer, validate_spans
 from falconer_ray.spans import Span
 from falconer_ray.teacher.base import Failed, ProgressFn, Teacher
-from falconer_ray.teacher.prompts import DEFAULT_MAX_DOC_CHARS, clip_document
+from falconer_ray.teacher.prompts import clip_document
 
 __all__ = [
     "AnnotationCache",
@@ -46,7 +46,7 @@ class Extractions(NamedTuple):
 
 
 def _lookup(teacher: Teacher, cache: AnnotationCache | None, op: str, texts, instruction):
-    shown = [clip_document(t, getattr(teacher, "max_doc_chars", DEFAULT_MAX_DOC_CHARS)) for t in texts]
+    shown = [clip_document(t, teacher.max_doc_chars) for t in texts]
     keys = [cache_key(teacher.name, op, instruction, s) for s in shown]
     hits = cache.get_many(keys) if cache is not None else {}
     # Deduplicate misses: identical documents cost one call.
@@ -71,7 +71,7 @@ def _ask(teacher, teacher_call, check, cache, op, keys, hits, misses, todo, inst
     failures by cache key. A `Failed` answer (a remote backend's per-document timeout,
     rate limit or bad response) is a failure too, and is never cached."""
     failed: dict[str, Failed] = {}
-    chunk = getattr(teacher, "call_chunk", CHUNK) or max(1, len(todo))
+    chunk = teacher.call_chunk or max(1, len(todo))
     for idx, answers, failures in guarded_calls(teacher_call, check, todo, instruction, retries,
                                                 _offset(on_progress, done), chunk=chunk):
         fresh = {misses[i]: a for i, a in zip(idx, answers) if not isinstance(a, Failed)}

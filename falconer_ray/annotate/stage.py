@@ -13,14 +13,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from falconer_ray.all_teacher import seconds_per_document, teacher_per_op
+from falconer_ray.cost.baseline import seconds_per_document, teacher_per_op
 from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
 from falconer_ray.config import RunConfig
-from falconer_ray.plan import Plan
+from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import progress
 from falconer_ray.rundir import RunDir, write_json
-from falconer_ray.sample import is_heldout
+from falconer_ray.corpus.sample import is_heldout
 from falconer_ray.teacher.base import TeacherStats
+from falconer_ray.plan.execute import TEACHER_YES
 
 
 def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, run: RunDir) -> dict:
@@ -83,7 +84,7 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
                             {k: v.completion_tokens for k, v in spent_by_op.items()})
     per_doc_s = seconds_per_document(per_op, len(plan.label_steps), len(plan.span_steps))
     ok = [d for i, d in enumerate(docs) if i not in failed]
-    kept = [plan.keeps({k: v[i] >= 0.5 for k, v in labels.items()}) for i in range(len(docs)) if i not in failed]
+    kept = [plan.keeps({k: v[i] >= TEACHER_YES for k, v in labels.items()}) for i in range(len(docs)) if i not in failed]
     stats = {
         "teacher": {"model": teacher.name, "calls": sum(calls.values()), "calls_by_op": dict(calls),
                     "seconds": round(teacher_seconds, 3),

@@ -15,11 +15,11 @@ def bench_texts(n: int, source: str) -> list[str]:
     made unique when the corpus is written.
     """
     if source in SOURCES:
-        from falconer_ray.datasets import movie_reviews
+        from falconer_ray.eval.datasets import movie_reviews
 
         texts = [r["text"] for r in movie_reviews(source, limit=n)]
     else:
-        from falconer_ray.corpus import iter_corpus
+        from falconer_ray.corpus.read import iter_corpus
 
         texts = []
         for table in iter_corpus(source):

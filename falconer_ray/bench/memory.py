@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import psutil
 
-from falconer_ray.plan import Plan, Step
+from falconer_ray.plan.schema import Plan, Step
 from falconer_ray.progress import console, progress_line
 
 PLAN = Plan(instruction="Extract the names of people praised in positive reviews.", steps=[

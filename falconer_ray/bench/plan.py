@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from falconer_ray.bench.plan_score import exact_match, match_steps
-from falconer_ray.plan import Plan, PlanError
+from falconer_ray.plan.schema import Plan, PlanError
 
 
 class PlanCase(BaseModel):
@@ -102,7 +102,7 @@ def score_cases(cases: list[PlanCase], predicted: list[Plan | None]) -> dict[str
 def run_plan_bench(kind: str = "embedded", model: str | None = None, cases_path: str | Path | None = None,
                    limit: int | None = None, **teacher_kw: Any) -> dict[str, Any]:
     """Plan every case with `make_teacher(kind, model=model, **teacher_kw)` and score it."""
-    from falconer_ray.planner import PlanningFailed, plan_with_trace
+    from falconer_ray.plan.planner import PlanningFailed, plan_with_trace
     from falconer_ray.progress import progress
     from falconer_ray.teacher import make_teacher
 

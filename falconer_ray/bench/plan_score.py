@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from falconer_ray.plan import All, AnyOf, Condition, Not, Plan, Step
+from falconer_ray.plan.schema import All, AnyOf, Condition, Not, Plan, Step
 
 MATCH_THRESHOLD = 0.5
 

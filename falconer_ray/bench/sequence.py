@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from falconer_ray.config import RunConfig, merge
-from falconer_ray.evaluate import Answers, Task, compare, fit, load_task, proxy_answers, split
+from falconer_ray.eval.evaluate import Answers, Task, compare, fit, load_task, proxy_answers, split
 from falconer_ray.progress import console
 
 
@@ -31,7 +31,7 @@ def run_sequence(first: str, second: str, cfg: RunConfig, *, entity: str = "pers
                  n_train: int = 64, n_test: int = 200) -> dict:
     """Fresh on A; A's proxy fine-tuned on B; fresh on B. Scores against gold on each task's test slice."""
     from falconer_ray.annotate import AnnotationCache
-    from falconer_ray.pipeline import make_run_teacher
+    from falconer_ray.teacher import teacher_from_config
     from falconer_ray.ray_env import init_ray
     from falconer_ray.rundir import RunDir
 
@@ -46,7 +46,7 @@ def run_sequence(first: str, second: str, cfg: RunConfig, *, entity: str = "pers
     started = time.monotonic()
     teacher = cache = None
     if train_source == "teacher":
-        teacher = make_run_teacher(cfg)
+        teacher = teacher_from_config(cfg.teacher)
         cache = AnnotationCache(Path(cfg.cache_dir) / "annotations.sqlite")
     sources = [Answers(t, train_source, teacher, cache) for t in tasks]
     training = [(idx, *src(idx, f"the {src.task.name} train slice")) for src, (idx, _) in zip(sources, splits)]

@@ -10,7 +10,7 @@ Three rates on the same documents and the same machine:
   `overhead` is how far the pipeline falls short of it.
 Whole-plan rates (label then span on every document) combine the two primitives'
 times per document. Each pipeline rate also comes split into its fixed start and its
-steady rate, from the actors' own busy seconds (`falconer_ray.mine.start_and_steady`).
+steady rate, from the actors' own busy seconds (`falconer_ray.mine.driver.start_and_steady`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from falconer_ray.config import RunConfig, merge
-from falconer_ray.plan import Plan, Step
+from falconer_ray.plan.schema import Plan, Step
 from falconer_ray.progress import console
 
 LABEL_INSTRUCTION = "Is this review positive?"
@@ -51,10 +51,10 @@ def _ratios(r: dict) -> None:
 
 def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
     """The teacher's docs/s per primitive, uncached, on `texts`."""
-    from falconer_ray.pipeline import make_run_teacher
+    from falconer_ray.teacher import teacher_from_config
     from falconer_ray.progress import progress
 
-    teacher = make_run_teacher(cfg)
+    teacher = teacher_from_config(cfg.teacher)
     out = {"model": cfg.teacher.model_name(), "docs": len(texts)}
     for name, call, instruction in (("get_label", teacher.label, LABEL_INSTRUCTION),
                                     ("get_span", teacher.extract, SPAN_INSTRUCTION)):
@@ -134,7 +134,7 @@ def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, act
     """The real mining stage with a fixed pool of `actors` (cfg.proxy.runtime): its
     docs/s from first read to last commit, its fixed start (seconds beyond its steady
     rate) and that steady rate."""
-    from falconer_ray.mine import mine
+    from falconer_ray.mine.driver import mine
     from falconer_ray.rundir import RunDir
 
     run = RunDir(work / f"{plan.steps[0].id}-{actors}-{cfg.proxy.runtime}").create()
@@ -168,7 +168,7 @@ def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int],
     """The issue's fields for the torch proxy at the top level; every other runtime in
     `runtimes` under `runtimes.NAME`, measured the same way, with its speedup over torch."""
     from falconer_ray.bench.corpus import bench_texts, write_corpus
-    from falconer_ray.mine import call_size
+    from falconer_ray.mine.driver import call_size
     from falconer_ray.ray_env import init_ray
 
     texts = bench_texts(docs, source)

@@ -6,7 +6,7 @@ instructions, at the price of slightly different scores. The quantized graph is 
 once per proxy and cached beside its weights (`proxy.int8.onnx`, with `proxy.int8.json`
 naming the weights it was built from); whether its answers
 are close enough to use is decided elsewhere, on documents the teacher annotated
-(`falconer_ray.runtime_choice`). Needs the `onnx` extra (onnxruntime, onnx).
+(`falconer_ray.mine.runtime_choice`). Needs the `onnx` extra (onnxruntime, onnx).
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ class Proxy:
         while the first one is tokenized, and whenever a chunk takes longer to
         tokenize than the one before it takes to run (against a simulated device as
         fast as tokenizing, chunks of one batch kept it busy 84% of a call, of four
-        batches 66%; `benchmarks/gpu_proxy.py --host-only --device-us` measures the
+        batches 66%; `falconer_ray/bench/gpu_proxy.py --host-only --device-us` measures the
         share). Elsewhere nothing overlaps, so the whole call is one chunk: sorting
         by characters only approximates tokens, and chunks of four batches padded 6%
         more tokens on short reviews and made a CPU mining call 1.12x slower. Each

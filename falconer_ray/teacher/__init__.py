@@ -48,16 +48,6 @@ def _vllm(model: str | None, **kw: Any) -> Teacher:
 
 KINDS: dict[str, Callable[..., Teacher]] = {"embedded": _embedded, "openai": _openai, "vllm": _vllm}
 
-# Which TeacherConfig fields each backend takes (the rest do not apply to it).
-_PROMPTING = ("api", "label_mode", "span_format", "votes", "vote_temperature", "max_span_tokens", "max_doc_chars")
-_FIELDS = {
-    "embedded": ("max_doc_chars",),
-    "openai": _PROMPTING + ("url", "api_key_env", "qps", "max_retries", "retry_wait_s", "timeout_s",
-                            "batch_size", "concurrency"),
-    "vllm": _PROMPTING + ("batch_size", "concurrency", "tensor_parallel_size", "max_model_len", "engine_kwargs"),
-}
-
-
 def make_teacher(kind: str = "embedded", model: str | None = None, **kw: Any) -> Teacher:
     """Build a teacher backend by name; `model=None` means the backend's default."""
     try:
@@ -68,9 +58,8 @@ def make_teacher(kind: str = "embedded", model: str | None = None, **kw: Any) ->
 
 
 def teacher_from_config(cfg: Any) -> Teacher:
-    """Build the teacher a `TeacherConfig` describes."""
-    kw = {k: getattr(cfg, k) for k in _FIELDS[cfg.kind]}
-    return make_teacher(cfg.kind, model=cfg.model, **kw)
+    """Build the teacher a `TeacherConfig` describes (one of `falconer_ray.config.teacher`'s classes)."""
+    return make_teacher(cfg.kind, model=cfg.model, **cfg.backend_kwargs())
 
 
 def __getattr__(name: str) -> Any:

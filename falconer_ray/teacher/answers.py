@@ -12,7 +12,7 @@ import json
 import math
 from collections import Counter
 
-from falconer_ray.annotate.validate import MAX_ITEMS, parse_span_answer
+from falconer_ray.teacher.validate import MAX_ITEMS, parse_span_answer
 from falconer_ray.teacher import prompts
 from falconer_ray.teacher.base import Failed
 

@@ -85,10 +85,14 @@ class Teacher(Protocol):
     teachers that could answer differently must have different names).
     `max_doc_chars` is how much of each document the teacher sees; callers clip with
     `falconer_ray.teacher.prompts.clip_document` to learn exactly what was shown.
+    `call_chunk` is how many documents one call should carry, so that progress and the
+    cache move while a slow in-process model works; None sends them all at once (a
+    backend that batches and parallelizes by itself).
     """
 
     name: str
     max_doc_chars: int
+    call_chunk: int | None
     stats: TeacherStats
 
     def label(

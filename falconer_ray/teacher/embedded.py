@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from falconer_ray.annotate.validate import parse_span_answer
+from falconer_ray.teacher.validate import parse_span_answer
 from falconer_ray.teacher import prompts
 from falconer_ray.teacher.base import ProgressFn, TeacherStats
 
 GEMMA = "gemma3-270m"
 SMOLLM2 = "smollm2-135m"
-DEFAULT_MODEL = GEMMA  # best label accuracy in benchmarks/teacher_choice.py
+DEFAULT_MODEL = GEMMA  # best label accuracy in falconer_ray/bench/teacher_choice.py
 ALIASES = {
     GEMMA: GEMMA, "gemma": GEMMA, "gemma3": GEMMA, "gemma-3-270m": GEMMA,
     SMOLLM2: SMOLLM2, "smollm2": SMOLLM2, "smollm2-135m-instruct": SMOLLM2,
@@ -111,6 +111,8 @@ class EmbeddedTeacher:
     worker its own. Documents are processed one at a time in input order so
     consecutive prompts share the few-shot prefix in the KV cache.
     """
+
+    call_chunk = 16  # documents per call: a few seconds of work between progress updates and cache writes
 
     def __init__(
         self,

@@ -1,0 +1,2 @@
+"""What a run tells its user: report.json (`build`), report.html (`html`, `findings`,
+`teacher`, `plots`, `templates/`)."""
