@@ -11,8 +11,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from falconer_ray.plan.schema import Plan
 from falconer_ray.proxy import Proxy
+from falconer_ray.ray_env import init_ray
 from falconer_ray.spans import Span
+from falconer_ray.teacher.validate import validate_spans
 
 
 @lru_cache(maxsize=4)
@@ -65,7 +68,6 @@ def get_spans(texts: list[str], instruction: str, model, threshold: float = 0.5)
         return []
     if isinstance(m, Proxy):
         return m.extract(texts, instruction, threshold=threshold)
-    from falconer_ray.teacher.validate import validate_spans
 
     return [validate_spans(t, raw)[0] for t, raw in zip(texts, m.extract(texts, instruction))]
 
@@ -104,16 +106,12 @@ def results_dataset(run_dir, which: str = "results"):
     """The same outputs as a Ray Dataset (streamed, for any size)."""
     import ray.data
 
-    from falconer_ray.ray_env import init_ray
-
     init_ray()
     return ray.data.read_parquet(str(_output_dir(run_dir, which)))
 
 
 def load_plan(run_dir):
     """The run's plan, to inspect or edit (add_step, update_step, remove_step, with_keep)."""
-    from falconer_ray.plan.schema import Plan
-
     path = Path(run_dir)
     return Plan.load(path / "plan.json" if path.is_dir() else path)
 

@@ -1,7 +1,9 @@
 """The stages of a run, each readable from and writable into one run directory.
 
 `mine_all` chains them; the CLI's `plan`, `annotate`, `train` and `run` call one
-each, so a user can stop after any stage, edit plan.json, and go on.
+each, so a user can stop after any stage, edit plan.json, and go on. Training (torch,
+Ray Train), mining (SciPy, Ray Data's actors) and the report (Jinja, Matplotlib) are
+imported by the stage that runs them, so `falconer plan` starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -9,17 +11,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from falconer_ray.annotate.stage import annotate_documents, load_annotations
 from falconer_ray.config import RunConfig
-from falconer_ray.plan.schema import Plan
-from falconer_ray.progress import note
-from falconer_ray.rundir import RunDir, write_json
+from falconer_ray.corpus.read import check_fields, read_corpus
+from falconer_ray.corpus.sample import sample_documents
+from falconer_ray.plan.planner import make_plan
+from falconer_ray.plan.schema import Plan, plan_table
+from falconer_ray.progress import console, emit, note, print_table
+from falconer_ray.ray_env import init_ray
+from falconer_ray.rundir import RunDir, read_json, write_json
 from falconer_ray.teacher import teacher_from_config
 
 
 def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None, teacher=None) -> Plan:
     """Plan from a user's file, or from the teacher; saved as plan.json."""
-    from falconer_ray.plan.planner import make_plan
-
     run.create()
     if plan_file:
         plan = Plan.load(plan_file)
@@ -40,9 +45,6 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
 def show_plan(plan: Plan, run: RunDir | None = None) -> None:
     """The plan as `falconer plan` prints it, and how to change it, before the teacher
     spends time on it (a JSON `plan` event with --log-json, nothing with --quiet)."""
-    from falconer_ray.plan.schema import plan_table
-    from falconer_ray.progress import console, emit, print_table
-
     emit("plan", path=str(run.plan) if run else None, plan=plan.model_dump(by_alias=True))
     print_table(plan_table(plan))
     if run is not None:
@@ -56,17 +58,10 @@ def show_plan(plan: Plan, run: RunDir | None = None) -> None:
 
 def check_corpus(cfg: RunConfig) -> None:
     """The corpus's fields, from its first rows, before any teacher call."""
-    from falconer_ray.corpus.read import check_fields
-
     check_fields(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit)
 
 
 def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
-    from falconer_ray.annotate.stage import annotate_documents
-    from falconer_ray.corpus.read import read_corpus
-    from falconer_ray.ray_env import init_ray
-    from falconer_ray.corpus.sample import sample_documents
-
     plan = Plan.load(run.require(run.plan, "plan"))
     check_corpus(cfg)
     init_ray()
@@ -79,10 +74,7 @@ def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
 
 
 def stage_train(run: RunDir, cfg: RunConfig) -> dict:
-    from falconer_ray.annotate.stage import load_annotations
-    from falconer_ray.ray_env import init_ray
-    from falconer_ray.rundir import write_json
-    from falconer_ray.train.fit import agreement, train_proxy
+    from falconer_ray.train.fit import agreement, train_proxy  # torch: only when training
 
     plan = Plan.load(run.require(run.plan, "plan"))
     rows = load_annotations(run)
@@ -92,7 +84,7 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
     metrics = train_proxy(plan, rows, cfg, run)
     metrics["agreement"] = agreement(plan, rows, run.proxy, cfg)
     if cfg.mine.target_agreement is not None:
-        from falconer_ray.mine.cascade import calibrate_run
+        from falconer_ray.mine.cascade import calibrate_run  # SciPy: only with a cascade
 
         metrics["cascade"] = calibrate_run(plan, rows, run, cfg)
     write_json(run.train_metrics, metrics)
@@ -100,8 +92,7 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
 
 
 def stage_mine(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
-    from falconer_ray.mine.driver import mine
-    from falconer_ray.ray_env import init_ray
+    from falconer_ray.mine.driver import mine  # the mining stack: only when mining
 
     plan = Plan.load(run.require(run.plan, "plan"))
     check_corpus(cfg)
@@ -111,8 +102,7 @@ def stage_mine(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
 
 
 def finish(run: RunDir, started: float | None = None) -> dict:
-    from falconer_ray.report.build import build_report
-    from falconer_ray.rundir import read_json
+    from falconer_ray.report.build import build_report  # the cost and quote modules: only at the end
 
     plan = Plan.load(run.plan)
     trained = read_json(run.train_metrics)
@@ -123,8 +113,7 @@ def finish(run: RunDir, started: float | None = None) -> dict:
 
 def refresh_report(run: RunDir) -> dict:
     """Rebuild report.json and report.html of a mined run, keeping its measured wall time."""
-    from falconer_ray.report.build import build_report
-    from falconer_ray.rundir import read_json
+    from falconer_ray.report.build import build_report  # the cost and quote modules: only at the end
 
     run.require(run.mine_stats, "run")
     plan = Plan.load(run.plan)
@@ -135,7 +124,7 @@ def refresh_report(run: RunDir) -> dict:
 
 def write_html(run: RunDir, report: dict | None = None) -> None:
     """report.html next to report.json; a rendering failure costs the page, never the run."""
-    from falconer_ray.report.html import write_report_html
+    from falconer_ray.report.html import write_report_html  # Jinja and Matplotlib: only for the page
 
     try:
         path = write_report_html(run, report)
@@ -176,7 +165,7 @@ def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
         note(f"plan: reusing {run.plan}")
     show_plan(plan, run)
     if quote and not (resume and (run.path / "quote.json").exists()):
-        from falconer_ray.cost.quote import make_quote, show
+        from falconer_ray.cost.quote import make_quote, show  # the pilot's torch: only with --quote
 
         priced = make_quote(cfg, teacher=teacher, plan=plan)
         write_json(run.path / "quote.json", priced)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from falconer_ray.progress import mode, quiet_libraries
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster a job was submitted to, or start a private local one.
@@ -18,8 +20,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if local and "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
-
-    from falconer_ray.progress import mode, quiet_libraries
 
     quiet_libraries()  # before any Dataset exists: each one keeps the context it was made with
     if ray.is_initialized():

@@ -28,8 +28,11 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from falconer_ray.config import RunConfig
+from falconer_ray.mine.runtime_choice import choose_runtime
 from falconer_ray.plan.execute import ProxyAnswers, apply_plan
 from falconer_ray.plan.schema import Plan
+from falconer_ray.proxy import Proxy
+from falconer_ray.ray_env import init_ray
 from falconer_ray.rundir import RunDir
 
 APP_NAME = "falconer"
@@ -78,8 +81,6 @@ class MineServer:
     def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, max_batch: int,
                  max_request_bytes: int, token_sha256: str | None):
         from ray import serve
-
-        from falconer_ray.proxy import Proxy
 
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
@@ -182,8 +183,6 @@ def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int 
     Serve's HTTP options are fixed for the life of a Serve instance, so this refuses
     to join one that is already running (its address could differ from the one asked).
     """
-    from falconer_ray.ray_env import init_ray
-
     plan = Plan.load(run.require(run.plan, "plan"))
     proxy_dir = run.require(run.proxy / "proxy.json", "train").parent
     cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
@@ -193,8 +192,6 @@ def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int 
         raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     init_ray()
     from ray import serve
-
-    from falconer_ray.mine.runtime_choice import choose_runtime
 
     cfg, _ = choose_runtime(run, plan, cfg)  # the same answers online as mining gives
     if serve.status().proxies:

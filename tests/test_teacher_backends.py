@@ -15,9 +15,10 @@ import pytest
 
 from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
 from falconer_ray.config import OpenAITeacherConfig, RunConfig, VLLMTeacherConfig
-from falconer_ray.teacher import answers, make_teacher, prompts, requests, teacher_from_config
+from falconer_ray.teacher import make_teacher, prompts, teacher_from_config
 from falconer_ray.teacher.base import Failed, TeacherStats
-from falconer_ray.teacher.http import ResilientSession, RetryPolicy, post_json, unwrap
+from falconer_ray.teacher.batched import answers, requests
+from falconer_ray.teacher.batched.http import ResilientSession, RetryPolicy, post_json, unwrap
 
 # ------------------------------------------------------------------ requests
 
@@ -224,6 +225,13 @@ def test_teacher_config_validation():
     assert "sk-secret" not in str(e.value)  # a pasted key is not echoed
 
 
+def test_the_embedded_config_names_the_model_the_backend_loads():
+    from falconer_ray.config import EmbeddedTeacherConfig
+    from falconer_ray.teacher.embedded import DEFAULT_MODEL
+
+    assert EmbeddedTeacherConfig().model_name() == DEFAULT_MODEL
+
+
 def test_openai_teacher_key_from_env_only(monkeypatch, tmp_path):
     cfg = OpenAITeacherConfig(model="m", url="http://127.0.0.1:9/v1", api_key_env="FALCONER_TEST_KEY")
     monkeypatch.delenv("FALCONER_TEST_KEY", raising=False)
@@ -304,7 +312,7 @@ def test_failed_answers_are_reported_and_never_cached():
 
 
 def test_self_consistency_votes():
-    from falconer_ray.teacher.batch import combine_votes, result_row
+    from falconer_ray.teacher.batched.base import combine_votes, result_row
 
     def vote(v):
         return result_row({"i": 0}, v, {}, (10, 1))
@@ -323,7 +331,7 @@ def test_self_consistency_votes():
 def test_vllm_config_and_rows():
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    from falconer_ray.teacher.vllm import VLLMTeacher, _result_or_engine_error, vllm_request, vllm_result
+    from falconer_ray.teacher.batched.vllm import VLLMTeacher, _result_or_engine_error, vllm_request, vllm_result
 
     cfg = VLLMTeacherConfig(model="Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2, concurrency=4,
                         batch_size=64, max_model_len=4096, engine_kwargs={"gpu_memory_utilization": 0.85})

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from falconer_ray.corpus.read import iter_corpus
+from falconer_ray.eval.datasets import movie_reviews
+
 SOURCES = ("imdb", "rotten_tomatoes")
 
 
@@ -15,12 +18,8 @@ def bench_texts(n: int, source: str) -> list[str]:
     made unique when the corpus is written.
     """
     if source in SOURCES:
-        from falconer_ray.eval.datasets import movie_reviews
-
         texts = [r["text"] for r in movie_reviews(source, limit=n)]
     else:
-        from falconer_ray.corpus.read import iter_corpus
-
         texts = []
         for table in iter_corpus(source):
             texts += [r["text"] for r in table.to_pylist() if not r["error"]]

@@ -30,6 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from falconer_ray.proxy import Proxy, resolve_base
+from falconer_ray.proxy.encoding import text_budget
+from falconer_ray.proxy.model import ProxyModel
+
 ROBERTA_LARGE = dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                      intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1,
                      pad_token_id=1, bos_token_id=0, eos_token_id=2)
@@ -65,8 +69,6 @@ def flops_per_doc(model: torch.nn.Module, tokens: int) -> float:
 def build_model(tokens: int):
     from transformers import AutoModel, RobertaConfig
 
-    from falconer_ray.proxy.model import ProxyModel
-
     encoder = AutoModel.from_config(RobertaConfig(**ROBERTA_LARGE), attn_implementation="sdpa")
     model = ProxyModel(encoder, tokenizer=None, base="roberta-large(config)", max_length=tokens, stride=0)
     # A random tag head tags a third of all tokens; a trained one tags a few. Bias it
@@ -96,8 +98,6 @@ def bare_forward(model, tokens: int, batch: int, seconds: float) -> float:
 
 def make_docs(tokenizer, n: int, tokens: int, seed: int = 0) -> list[str]:
     """Word salad cut so that instruction + document fill one window of `tokens`."""
-    from falconer_ray.proxy.encoding import text_budget
-
     budget = text_budget(tokenizer, INSTRUCTION, tokens)
     rng = random.Random(seed)
     docs = []
@@ -176,8 +176,6 @@ class SimulatedDevice(InstantForward):
 def host_side(tok, docs: list[str], batch: int, tokens: int, call_docs: int, device_us: float | None) -> dict:
     """Docs/s of the proxy path's CPU work alone (tokenize, batch, read back, decode),
     and with `device_us`, the share of a simulated device of that speed kept busy."""
-    from falconer_ray.proxy import Proxy
-
     proxy = Proxy(InstantForward(batch, tokens), tokenizer=tok, batch_size=batch, max_length=tokens, stride=0)
     label = proxy_path(proxy, docs, "label", call_docs, sync=False)[0]
     span, per_doc = proxy_path(proxy, docs, "span", call_docs, sync=False)
@@ -210,8 +208,6 @@ def main() -> None:
     if not args.host_only and not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU (or --host-only)")
     from transformers import AutoTokenizer
-
-    from falconer_ray.proxy import Proxy, resolve_base
 
     # RoBERTa has one token type: ask the (BERT) tokenizer for ids and mask only.
     tok = AutoTokenizer.from_pretrained(resolve_base(None) if args.tokenizer == "minilm" else args.tokenizer,

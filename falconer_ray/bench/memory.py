@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import psutil
 
+from falconer_ray.bench.corpus import bench_texts, write_corpus
 from falconer_ray.plan.schema import Plan, Step
 from falconer_ray.progress import console, progress_line
 
@@ -183,8 +184,6 @@ def run_memory(sizes: list[int], source: str, n_annotate: int, epochs: int, keep
                work: Path | None = None, timeout_s: float = 3 * 3600) -> dict:
     """`keep_all` sets the label threshold to 0, so every document also goes through span
     extraction and into results: the heaviest path, whatever a small proxy learned."""
-    from falconer_ray.bench.corpus import bench_texts, write_corpus
-
     texts = bench_texts(max(sizes), source)
     results = {}
     with tempfile.TemporaryDirectory(prefix="falconer-membench-") as tmp:

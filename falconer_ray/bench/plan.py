@@ -20,7 +20,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from falconer_ray.bench.plan_score import exact_match, match_steps
+from falconer_ray.plan.planner import PlanningFailed, plan_with_trace
 from falconer_ray.plan.schema import Plan, PlanError
+from falconer_ray.progress import progress
+from falconer_ray.teacher import make_teacher
 
 
 class PlanCase(BaseModel):
@@ -102,10 +105,6 @@ def score_cases(cases: list[PlanCase], predicted: list[Plan | None]) -> dict[str
 def run_plan_bench(kind: str = "embedded", model: str | None = None, cases_path: str | Path | None = None,
                    limit: int | None = None, **teacher_kw: Any) -> dict[str, Any]:
     """Plan every case with `make_teacher(kind, model=model, **teacher_kw)` and score it."""
-    from falconer_ray.plan.planner import PlanningFailed, plan_with_trace
-    from falconer_ray.progress import progress
-    from falconer_ray.teacher import make_teacher
-
     cases = load_cases(cases_path)[:limit] if limit else load_cases(cases_path)
     started = time.perf_counter()
     teacher = make_teacher(kind, model=model, **teacher_kw)

@@ -12,9 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from falconer_ray.annotate import AnnotationCache
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.eval.evaluate import Answers, Task, compare, fit, load_task, proxy_answers, split
 from falconer_ray.progress import console
+from falconer_ray.ray_env import init_ray
+from falconer_ray.rundir import RunDir
+from falconer_ray.teacher import teacher_from_config
 
 
 def _count(kind: str, answers: list) -> int:
@@ -30,11 +34,6 @@ def _score(task: Task, test_idx: list[int], proxy_dir: Path, cfg: RunConfig) -> 
 def run_sequence(first: str, second: str, cfg: RunConfig, *, entity: str = "person", train_source: str = "gold",
                  n_train: int = 64, n_test: int = 200) -> dict:
     """Fresh on A; A's proxy fine-tuned on B; fresh on B. Scores against gold on each task's test slice."""
-    from falconer_ray.annotate import AnnotationCache
-    from falconer_ray.teacher import teacher_from_config
-    from falconer_ray.ray_env import init_ray
-    from falconer_ray.rundir import RunDir
-
     if train_source not in ("gold", "teacher"):
         raise ValueError(f"--train-source must be gold or teacher, not {train_source!r}")
     tasks = [load_task(first, entity), load_task(second, entity)]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from falconer_ray import serve as server
+from falconer_ray.bench.corpus import bench_texts
 from falconer_ray.rundir import RunDir
 
 
@@ -58,9 +60,6 @@ async def _load(url: str, bodies: list[dict], concurrency: int, timeout_s: float
 def run_serve_bench(run_dir: Path, requests: int, concurrency: int, texts_per_request: int, source: str,
                     replicas: int = 1, timeout_s: float = 300.0) -> dict:
     """Start the server, warm it with one request, run the load, stop the server (and Ray, if started here)."""
-    from falconer_ray import serve as server
-    from falconer_ray.bench.corpus import bench_texts
-
     run = RunDir(run_dir)
     texts = bench_texts(requests * texts_per_request, source)
     bodies = [{"texts": texts[i * texts_per_request:(i + 1) * texts_per_request]} for i in range(requests)]

@@ -27,7 +27,8 @@ from sklearn.metrics import roc_auc_score
 
 from falconer_ray.annotate import AnnotationCache, cached_label
 from falconer_ray.eval.evaluate import load_task, split
-from falconer_ray.teacher.embedded import EmbeddedTeacher, cache_dir
+from falconer_ray.teacher.embedded import EmbeddedTeacher
+from falconer_ray.teacher.gguf_models import cache_dir
 
 
 def log_odds(p) -> np.ndarray:

@@ -22,9 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from falconer_ray.bench.corpus import bench_texts, write_corpus
 from falconer_ray.config import RunConfig, merge
+from falconer_ray.mine.driver import call_size, mine
 from falconer_ray.plan.schema import Plan, Step
-from falconer_ray.progress import console
+from falconer_ray.progress import console, progress
+from falconer_ray.proxy import Proxy, ProxyModel, encode_windows
+from falconer_ray.ray_env import init_ray
+from falconer_ray.rundir import RunDir
+from falconer_ray.teacher import teacher_from_config
 
 LABEL_INSTRUCTION = "Is this review positive?"
 SPAN_INSTRUCTION = "Extract the names of people mentioned."
@@ -51,9 +57,6 @@ def _ratios(r: dict) -> None:
 
 def teacher_rates(texts: list[str], cfg: RunConfig) -> dict:
     """The teacher's docs/s per primitive, uncached, on `texts`."""
-    from falconer_ray.teacher import teacher_from_config
-    from falconer_ray.progress import progress
-
     teacher = teacher_from_config(cfg.teacher)
     out = {"model": cfg.teacher.model_name(), "docs": len(texts)}
     for name, call, instruction in (("get_label", teacher.label, LABEL_INSTRUCTION),
@@ -78,8 +81,6 @@ class BareLoop:
 
     def __init__(self, proxy_dir: str, texts: list[str], instruction: str, batch_size: int, threads: int,
                  device: str, runtime: str = "torch"):
-        from falconer_ray.proxy import Proxy, encode_windows
-
         proxy = Proxy.load(proxy_dir, device=device, batch_size=batch_size, runtime=runtime, threads=threads)
         windows = encode_windows(proxy.tokenizer, instruction, texts, proxy.max_length, proxy.stride, with_offsets=False)
         batches = list(proxy.padded_batches(windows))
@@ -134,9 +135,6 @@ def pipeline_rate(corpus: Path, proxy_dir: Path, plan: Plan, cfg: RunConfig, act
     """The real mining stage with a fixed pool of `actors` (cfg.proxy.runtime): its
     docs/s from first read to last commit, its fixed start (seconds beyond its steady
     rate) and that steady rate."""
-    from falconer_ray.mine.driver import mine
-    from falconer_ray.rundir import RunDir
-
     run = RunDir(work / f"{plan.steps[0].id}-{actors}-{cfg.proxy.runtime}").create()
     if not run.proxy.exists():
         run.proxy.symlink_to(proxy_dir, target_is_directory=True)
@@ -156,8 +154,6 @@ def fresh_proxy(cfg: RunConfig, folder: Path) -> Path:
     runtime's disagreement with torch, for one, depends on the weights)."""
     import torch
 
-    from falconer_ray.proxy import ProxyModel
-
     torch.manual_seed(cfg.seed)
     ProxyModel.from_base(cfg.proxy.base, max_length=cfg.proxy.max_length, stride=cfg.proxy.stride).save(folder)
     return folder
@@ -167,10 +163,6 @@ def run_throughput(docs: int, source: str, teacher_docs: int, actors: list[int],
                    proxy_dir: str | None = None, bare_seconds: float = 30.0, runtimes: tuple[str, ...] = ("torch",)) -> dict:
     """The issue's fields for the torch proxy at the top level; every other runtime in
     `runtimes` under `runtimes.NAME`, measured the same way, with its speedup over torch."""
-    from falconer_ray.bench.corpus import bench_texts, write_corpus
-    from falconer_ray.mine.driver import call_size
-    from falconer_ray.ray_env import init_ray
-
     texts = bench_texts(docs, source)
     top = max(actors)
     with tempfile.TemporaryDirectory(prefix="falconer-bench-") as tmp:

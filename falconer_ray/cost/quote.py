@@ -17,9 +17,11 @@ from falconer_ray.config import RunConfig
 from falconer_ray.corpus.count import count_documents, pilot_texts
 from falconer_ray.cost import baseline as all_teacher
 from falconer_ray.cost.accounting import stage_usd
-from falconer_ray.plan.schema import Plan
 from falconer_ray.plan.execute import TEACHER_YES
-
+from falconer_ray.plan.planner import make_plan
+from falconer_ray.plan.schema import Plan
+from falconer_ray.progress import duration, emit, note
+from falconer_ray.teacher import teacher_from_config
 
 TIMED_TRAIN_STEPS = 4  # optimizer steps timed for the training estimate, after one untimed
 
@@ -56,6 +58,7 @@ def time_proxy(cfg: RunConfig, plan: Plan, texts: list[str]) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
+    # torch: only for the pilot (report.json reads `compare` from this module)
     from falconer_ray.proxy import Proxy, ProxyModel, collate, run_epoch
     from falconer_ray.train.fit import build_examples
 
@@ -151,10 +154,6 @@ def assumptions(cfg: RunConfig, docs: int, annotate_docs: int, keep: float) -> l
 
 def make_quote(cfg: RunConfig, plan_file: str | Path | None = None, teacher=None, plan: Plan | None = None) -> dict:
     """Plan (or take the given plan), run the pilot, and estimate the run."""
-    from falconer_ray.teacher import teacher_from_config
-    from falconer_ray.plan.planner import make_plan
-    from falconer_ray.progress import note
-
     q = cfg.quote
     for stage in ("teacher", "train", "mine"):
         cfg.prices.of(stage)  # an unknown hardware name fails before any work
@@ -220,8 +219,6 @@ def show(quote: dict) -> None:
     """The quote as a table, with its assumptions under it."""
     from rich.console import Console
     from rich.table import Table
-
-    from falconer_ray.progress import duration, emit
 
     console = Console()  # the quote is the command's output: stdout, in every mode
 

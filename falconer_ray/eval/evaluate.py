@@ -17,10 +17,20 @@ from typing import Literal
 
 import numpy as np
 
+from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
 from falconer_ray.config import RunConfig
+from falconer_ray.eval.datasets import WNUT16_INSTRUCTIONS, movie_reviews, wnut16
+from falconer_ray.eval.selection import check_selection, first_round, least_confident
+from falconer_ray.mine.cascade import label_confidence, repeated_splits
+from falconer_ray.plan.execute import TEACHER_YES, Answer
 from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import console, progress
-from falconer_ray.plan.execute import TEACHER_YES
+from falconer_ray.proxy import Proxy
+from falconer_ray.ray_env import init_ray
+from falconer_ray.rundir import RunDir
+from falconer_ray.spans import Span, span_f1
+from falconer_ray.teacher import teacher_from_config
+from falconer_ray.train.fit import train_proxy
 
 DATASETS = ("imdb", "rotten-tomatoes", "wnut16")
 REVIEW_INSTRUCTION = "Is this movie review positive?"
@@ -36,6 +46,12 @@ class Task:
     instruction: str
     docs: list[dict]
 
+    def answer(self, a) -> Answer:
+        """A yes/no or a list of (start, end) offsets as the plan's one-step answer."""
+        if self.kind == "label":
+            return Answer(bool(a), {}, {}, said_yes={STEP: bool(a)})
+        return Answer(True, {}, {STEP: [Span(s, e, "") for s, e in a]})
+
     def plan(self) -> Plan:
         op = "get_label" if self.kind == "label" else "get_span"
         return Plan.model_validate({"instruction": self.instruction,
@@ -43,8 +59,6 @@ class Task:
 
 
 def load_task(dataset: str, entity: str = "person") -> Task:
-    from falconer_ray.eval.datasets import WNUT16_INSTRUCTIONS, movie_reviews, wnut16
-
     if dataset in ("imdb", "rotten-tomatoes"):
         rows = movie_reviews(dataset.replace("-", "_"))
         return Task(dataset, "label", REVIEW_INSTRUCTION, [{"text": r["text"], "gold": bool(r["label"])} for r in rows])
@@ -78,8 +92,6 @@ def pool_split(n_docs: int, n_train: int, n_test: int, seed: int,
     The test slice and the first round are those of `split` with the same seed, and
     the pool holds the rest of `split`'s train slice, so both choices start alike and
     compete for the same documents."""
-    from falconer_ray.eval.selection import first_round
-
     order = _order(n_docs, n_train, n_test, seed)
     half = first_round(n_train)
     pool_end = min(n_docs, n_test + half + max(pool_factor * n_train, n_train - half))
@@ -93,8 +105,6 @@ def accuracy(a, b) -> float:
 
 def teacher_answers(task: Task, teacher, cache, texts: list[str], what: str) -> tuple[list, list[str], int]:
     """Teacher answers for `texts` (cached): P(yes) or span lists, the texts it saw, calls paid."""
-    from falconer_ray.annotate import cached_extract, cached_label
-
     with progress(f"teacher on {what} ({len(texts)} docs)", len(texts)) as advance:
         seen = 0
 
@@ -112,9 +122,6 @@ def teacher_answers(task: Task, teacher, cache, texts: list[str], what: str) -> 
 
 def proxy_answers(task: Task, proxy_dir: Path, texts: list[str], cfg: RunConfig) -> tuple[list, np.ndarray]:
     """Proxy answers for `texts` and one confidence per document."""
-    from falconer_ray.mine.cascade import label_confidence
-    from falconer_ray.proxy import Proxy
-
     proxy = Proxy.load(proxy_dir)
     if task.kind == "label":
         scores = proxy.label_scores(texts, task.instruction, pooling=cfg.proxy.label_pooling)
@@ -125,8 +132,6 @@ def proxy_answers(task: Task, proxy_dir: Path, texts: list[str], cfg: RunConfig)
 
 def compare(kind: str, predicted: list, reference: list) -> float:
     """Accuracy for labels, exact-match span F1 for spans."""
-    from falconer_ray.spans import span_f1
-
     return accuracy(predicted, reference) if kind == "label" else span_f1(predicted, reference)
 
 
@@ -154,8 +159,6 @@ class Answers:
 
 def fit(task: Task, idx: list[int], texts: list[str], answers: list, cfg: RunConfig, run) -> dict:
     """Train the proxy (Ray Train, from cfg.proxy.base) on these answers into run/proxy."""
-    from falconer_ray.train.fit import train_proxy
-
     rows = [{"doc_id": f"{task.name}-{i}", "text": t, "split": "train",
              "labels": {STEP: float(a)} if task.kind == "label" else {},
              "spans": {STEP: [{"start": s, "end": e} for s, e in a]} if task.kind == "span" else {}}
@@ -171,12 +174,6 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
     With selection "uncertainty", half the training documents are random and the other
     half the least confident of a candidate pool under a proxy trained on the first
     half; the reported proxy is trained again from the base on all of them."""
-    from falconer_ray.annotate import AnnotationCache
-    from falconer_ray.teacher import teacher_from_config
-    from falconer_ray.ray_env import init_ray
-    from falconer_ray.rundir import RunDir
-    from falconer_ray.eval.selection import check_selection, least_confident
-
     if train_source not in ("gold", "teacher"):
         raise ValueError(f"--train-source must be gold or teacher, not {train_source!r}")
     check_selection(selection)
@@ -263,9 +260,8 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
     if task.kind == "label":
         result["train_positive_share"] = round(float(np.mean([a >= TEACHER_YES for a in train_answers])), 4)
     if target_agreement is not None:
-        from falconer_ray.mine.cascade import repeated_splits
-
-        agree = [_same(task.kind, p, t) for p, t in zip(predicted, teacher_test)]
+        plan = task.plan()
+        agree = [not task.answer(p).differs(task.answer(t), plan) for p, t in zip(predicted, teacher_test)]
         result["cascade"] = repeated_splits(confidence, agree, target_agreement, delta, splits, seed=cfg.seed)
     return result
 
@@ -273,7 +269,3 @@ def run_eval(dataset: str, cfg: RunConfig, *, entity: str = "person", train_sour
 def _quantiles(values) -> dict:
     v = np.asarray(values, dtype=np.float64)
     return {k: round(float(np.quantile(v, q)), 4) for k, q in (("min", 0.0), ("median", 0.5), ("max", 1.0))}
-
-
-def _same(kind: str, a, b) -> bool:
-    return bool(a) == bool(b) if kind == "label" else sorted(map(tuple, a)) == sorted(map(tuple, b))

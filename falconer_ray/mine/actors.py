@@ -20,6 +20,7 @@ from falconer_ray.config import RunConfig
 from falconer_ray.mine.heap import trim_heap
 from falconer_ray.plan.execute import ProxyAnswers, apply_plan, fill, output_schema
 from falconer_ray.plan.schema import Plan
+from falconer_ray.proxy import Proxy
 from falconer_ray.teacher import teacher_from_config
 
 UNIT_META = ("_unit", "_row", "_unit_rows", "_last")
@@ -32,8 +33,6 @@ class ProxyStage:
     """Loads the proxy once, then labels and extracts per batch."""
 
     def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, threads: int, threshold: float | None = None):
-        from falconer_ray.proxy import Proxy  # torch, or onnxruntime alone for int8: only in the actor
-
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),

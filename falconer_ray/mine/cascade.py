@@ -34,6 +34,7 @@ from scipy.stats import binom
 from falconer_ray.config import RunConfig
 from falconer_ray.plan.execute import ProxyAnswers, apply_plan, from_annotation
 from falconer_ray.plan.schema import Plan
+from falconer_ray.proxy import Proxy
 from falconer_ray.rundir import RunDir, read_json, write_json
 
 # Fixed before seeing data (the guarantee needs that): confidences live in [0, 1].
@@ -156,8 +157,6 @@ def repeated_splits(confidence, agree, target: float, delta: float = 0.05, split
 def calibrate_run(plan: Plan, rows: list[dict], run: RunDir, cfg: RunConfig) -> dict:
     """Choose the run's threshold on its held-out annotations: the proxy answers them,
     the teacher already has; writes cascade.json."""
-    from falconer_ray.proxy import Proxy  # torch: loaded only when a cascade is asked for
-
     held = [r for r in rows if r["split"] == "heldout"]
     if not held:
         raise ValueError("no held-out annotated documents to calibrate the cascade on: annotate more (--n-annotate)")

@@ -20,7 +20,9 @@ from falconer_ray.mine.units import digest, file_stat
 from falconer_ray.plan.execute import ProxyAnswers, apply_plan
 from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import note
+from falconer_ray.proxy import Proxy, int8
 from falconer_ray.proxy.folder import WEIGHTS_NAME
+from falconer_ray.proxy.int8 import INT8_NAME
 from falconer_ray.rundir import read_json, write_json
 
 CHECK_DOCS = 200
@@ -47,8 +49,6 @@ def check_texts(run, cfg: RunConfig) -> list[str]:
 def check_key(proxy_dir: Path, plan: Plan, cfg: RunConfig, texts: list[str]) -> str:
     """What the int8 verdict depends on: the weights and graph, the plan, the thresholds,
     the batch size (padding moves scores a little) and the documents checked."""
-    from falconer_ray.proxy.int8 import INT8_NAME  # numpy and the exporter's helpers: only when int8 is asked for
-
     files = [[name, *file_stat(proxy_dir / name)] for name in (WEIGHTS_NAME, INT8_NAME) if (proxy_dir / name).exists()]
     return digest([files, plan.model_dump(by_alias=True), cfg.mine.label_threshold, cfg.mine.span_threshold,
                    cfg.mine.windows_per_forward(), cfg.proxy.int8_max_disagreement, digest(texts)])
@@ -57,8 +57,6 @@ def check_key(proxy_dir: Path, plan: Plan, cfg: RunConfig, texts: list[str]) -> 
 def int8_verdict(run, plan: Plan, cfg: RunConfig) -> dict:
     """Both runtimes' answers compared on the check documents, or the verdict saved by an
     earlier run with the same key."""
-    from falconer_ray.proxy import Proxy  # torch and onnxruntime: only when int8 is asked for
-
     texts = check_texts(run, cfg)
     try:
         saved = read_json(run.proxy / CHECK_NAME)
@@ -91,7 +89,6 @@ def choose_runtime(run, plan: Plan, cfg: RunConfig) -> tuple[RunConfig, dict]:
     info = {"requested": asked, "used": asked}
     if asked == "torch":
         return cfg, info
-    from falconer_ray.proxy import int8
 
     if cfg.mine.gpus_per_actor:
         why = "onnx-int8 runs on CPUs only and mining asks for GPUs"

@@ -93,7 +93,7 @@ def export_int8(proxy_dir: str | os.PathLike) -> Path:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from falconer_ray.proxy.model import ProxyModel
+    from falconer_ray.proxy.model import ProxyModel  # torch: only to export the graph
 
     source = weights_source(proxy_dir / WEIGHTS_NAME)  # before reading them: a retrain meanwhile shows as stale
     model = ProxyModel.load(proxy_dir, map_location="cpu").eval()

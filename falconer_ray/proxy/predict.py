@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from falconer_ray.proxy import int8
 from falconer_ray.proxy.encoding import O, Window, decode_spans, encode_windows, merge_spans
 from falconer_ray.proxy.fast_tokenizer import FastTokenizer, as_fast
 from falconer_ray.proxy.folder import read_meta, read_tokenizer
@@ -45,7 +46,7 @@ class Proxy:
         if hasattr(model, "fetch"):
             self.forward = model
         else:
-            from falconer_ray.proxy.torch_forward import TorchForward
+            from falconer_ray.proxy.torch_forward import TorchForward  # torch: not for an int8 proxy
 
             self.forward = TorchForward(model, device, dtype)
         tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
@@ -72,14 +73,13 @@ class Proxy:
         if runtime == "torch":
             import torch
 
-            from falconer_ray.proxy.model import ProxyModel
+            from falconer_ray.proxy.model import ProxyModel  # torch: not for an int8 proxy
 
             if threads:
                 torch.set_num_threads(threads)
             return cls(ProxyModel.load(directory, map_location="cpu"), device=device, batch_size=batch_size, dtype=dtype)
         if runtime != "onnx-int8":
             raise ValueError(f"proxy runtime must be 'torch' or 'onnx-int8', not {runtime!r}")
-        from falconer_ray.proxy import int8
 
         forward = int8.Int8Forward(int8.export_int8(directory), threads)
         meta = read_meta(directory)

@@ -18,13 +18,14 @@ from pathlib import Path
 import pyarrow.dataset as pads
 from markupsafe import Markup, escape
 
+from falconer_ray.config import RunConfig
 from falconer_ray.cost import baseline as all_teacher
 from falconer_ray.cost.accounting import run_cost, stage_usd
+from falconer_ray.plan.execute import TEACHER_YES
 from falconer_ray.plan.schema import Plan, condition_text
+from falconer_ray.progress import duration
 from falconer_ray.report.findings import REJECTED_WARN, findings, heldout_teacher_counts, majority, wilson
 from falconer_ray.report.teacher import teacher_summary
-from falconer_ray.plan.execute import TEACHER_YES
-from falconer_ray.progress import duration
 from falconer_ray.rundir import RunDir, read_json
 
 SCORE_SAMPLE = 50_000  # label scores read per run for the histograms
@@ -58,8 +59,6 @@ def code_marks(text: str) -> Markup:
 
 
 def context(run: RunDir, report: dict) -> dict:
-    from falconer_ray.config import RunConfig
-
     plan = Plan.load(run.plan)
     cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
     quote = read_json(run.path / "quote.json")
@@ -148,7 +147,7 @@ def sample_scores(run: RunDir, column: str, kept: int, filtered: int, limit: int
 
 
 def histograms(run: RunDir, plan: Plan, report: dict, threshold: float) -> list[dict]:
-    from falconer_ray.report.plots import histogram
+    from falconer_ray.report.plots import histogram  # Matplotlib: only while drawing the page
 
     out = []
     for step in plan.label_steps:
@@ -161,7 +160,7 @@ def histograms(run: RunDir, plan: Plan, report: dict, threshold: float) -> list[
 
 def teacher_histograms(teacher: dict) -> list[Markup]:
     """The teacher's P(yes) per label step over the annotated documents, yes from 0.5 dashed."""
-    from falconer_ray.report.plots import TEACHER, histogram
+    from falconer_ray.report.plots import TEACHER, histogram  # Matplotlib: only while drawing
 
     return [Markup(histogram(a["scores"], TEACHER_YES, f"{a['step']}: {a['n']:,} annotated documents",
                              xlabel="teacher P(yes)", color=TEACHER, mark="yes from"))
@@ -172,7 +171,7 @@ def speed(report: dict, cfg, quote: dict) -> dict:
     """Docs/s of teacher and proxy, the all-teacher time extrapolated to docs_in, and
     both in dollars from the config's `prices:` table. When the annotations came from the
     cache, the teacher's speed is the one the quote's pilot measured, if there is one."""
-    from falconer_ray.report.plots import bars, stacked_time
+    from falconer_ray.report.plots import bars, stacked_time  # Matplotlib: only while drawing
 
     teacher, proxy = report.get("teacher") or {}, report.get("proxy") or {}
     p_rate, docs = proxy.get("docs_per_s"), report.get("docs_in") or 0

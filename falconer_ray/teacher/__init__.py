@@ -4,7 +4,9 @@
 planner and pipeline can take a backend name from configuration: `embedded`
 (llama.cpp in-process), `openai` (any OpenAI-compatible endpoint, through Ray
 Data LLM's HTTP processor) and `vllm` (vLLM engines through Ray Data LLM).
-`teacher_from_config` builds one from a `TeacherConfig`.
+`teacher_from_config` builds one from a `TeacherConfig` (`falconer_ray.config.teacher`).
+Each backend's module, and its library (llama.cpp, aiohttp, vLLM), is imported only
+when that backend is built.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ def _embedded(model: str | None, **kw: Any) -> Teacher:
 
 
 def _openai(model: str | None, **kw: Any) -> Teacher:
-    from falconer_ray.teacher.openai import OpenAITeacher
+    from falconer_ray.teacher.batched.openai import OpenAITeacher
 
     return OpenAITeacher(model=model or "", **kw)
 
 
 def _vllm(model: str | None, **kw: Any) -> Teacher:
-    from falconer_ray.teacher.vllm import VLLMTeacher
+    from falconer_ray.teacher.batched.vllm import VLLMTeacher
 
     return VLLMTeacher(model=model or "", **kw)
 

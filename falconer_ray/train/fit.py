@@ -19,11 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from falconer_ray.config import RunConfig
+from falconer_ray.plan.execute import TEACHER_YES
 from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import watch
 from falconer_ray.proxy import Proxy, ProxyModel, collate, label_examples, resolve_base, run_epoch, span_examples
 from falconer_ray.rundir import RunDir, write_json
-from falconer_ray.plan.execute import TEACHER_YES
+from falconer_ray.spans import span_f1
 
 
 def build_examples(plan: Plan, rows: list[dict], tokenizer, cfg: RunConfig) -> tuple[list[dict], float | None]:
@@ -208,8 +209,6 @@ def train_proxy(plan: Plan, rows: list[dict], cfg: RunConfig, run: RunDir) -> di
 
 def agreement(plan: Plan, rows: list[dict], proxy_dir: Path, cfg: RunConfig) -> dict:
     """Proxy vs teacher on held-out annotated documents: label accuracy, span F1."""
-    from falconer_ray.spans import span_f1
-
     held = [r for r in rows if r["split"] == "heldout"]
     if not held:
         return {"label": None, "span_f1": None, "heldout_docs": 0, "steps": {}}

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from falconer_ray.config import RunConfig
+from falconer_ray.corpus.read import iter_corpus
 from falconer_ray.progress import progress
+from falconer_ray.proxy import label_examples, resolve_base, span_examples
+from falconer_ray.proxy.model import is_proxy_dir
+from falconer_ray.ray_env import init_ray
+from falconer_ray.rundir import write_json
+from falconer_ray.train.fit import fit
 
 WORD = re.compile(r"\w+(?:['’\-]\w+)*")
 NAME = re.compile(r"(?<![\w\-])(?<!\w['’])[A-Z][a-z]+(?: [A-Z][a-z]+)*(?![\w\-])")
@@ -275,8 +281,6 @@ def build_instances(texts: list[str], n: int, seed: int = 0, max_chars: int = PA
 
 def to_examples(instances: list[Instance], tokenizer, max_length: int = 256, stride: int = 64) -> list[dict]:
     """Tokenized training examples (windows) for the proxy's label and tag heads."""
-    from falconer_ray.proxy import label_examples, span_examples
-
     examples: list[dict] = []
     with progress("tokenizing pretraining instances", len(instances), unit="instances") as advance:
         for inst in instances:
@@ -292,8 +296,6 @@ def to_examples(instances: list[Instance], tokenizer, max_length: int = 256, str
 
 def read_texts(corpus: str | Path, cfg: RunConfig, limit: int | None) -> tuple[list[str], Counter]:
     """The first `limit` readable documents of a corpus, and the reasons rows were skipped."""
-    from falconer_ray.corpus.read import iter_corpus
-
     texts, errors = [], Counter()
     for table in iter_corpus(corpus, cfg.text_field, cfg.id_field, cfg.text_unit, limit=limit):
         for text, error in zip(table.column("text").to_pylist(), table.column("error").to_pylist()):
@@ -309,8 +311,6 @@ def read_texts(corpus: str | Path, cfg: RunConfig, limit: int | None) -> tuple[l
 
 def check_out(out: Path) -> None:
     """`out` must be new, empty, or a proxy folder (which is then replaced)."""
-    from falconer_ray.proxy.model import is_proxy_dir
-
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory for the pretrained proxy")
     if out.is_dir() and any(out.iterdir()) and not is_proxy_dir(out):
@@ -323,11 +323,6 @@ def pretrain(texts: list[str], cfg: RunConfig, out: str | Path, instances: int =
     """Build `instances` from `texts`, fine-tune cfg.proxy.base on them with Ray Train
     (cfg.train: epochs, workers, GPUs), and save the proxy to `out` with pretrain.json."""
     from transformers import AutoTokenizer
-
-    from falconer_ray.proxy import resolve_base
-    from falconer_ray.ray_env import init_ray
-    from falconer_ray.rundir import write_json
-    from falconer_ray.train.fit import fit
 
     out = Path(out).resolve()
     check_out(out)

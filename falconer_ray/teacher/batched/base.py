@@ -14,8 +14,10 @@ import json
 import time
 from collections import defaultdict
 
-from falconer_ray.teacher import answers, prompts
+from falconer_ray.ray_env import init_ray
+from falconer_ray.teacher import prompts
 from falconer_ray.teacher.base import Failed, LabelResult, ProgressFn, SpanResult, TeacherStats
+from falconer_ray.teacher.batched import answers
 
 RESULT_KEYS = ("i", "value", "error", "detail", "prompt_tokens", "completion_tokens", "rejected")
 
@@ -118,8 +120,6 @@ class BatchTeacher:
         if not rows:
             return []
         import ray
-
-        from falconer_ray.ray_env import init_ray
 
         init_ray()
         t0 = time.perf_counter()

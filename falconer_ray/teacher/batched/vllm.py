@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import json
 
-from falconer_ray.teacher import requests
-from falconer_ray.teacher.batch import BatchTeacher, parse_response, result_row
 from falconer_ray.teacher.base import Failed
+from falconer_ray.teacher.batched import requests
+from falconer_ray.teacher.batched.base import BatchTeacher, parse_response, result_row
 
 
 def vllm_request(row: dict, *, op: str, instruction: str, api: str, label_mode: str, span_format: str,

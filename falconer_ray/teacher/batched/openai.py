@@ -17,9 +17,9 @@ import functools
 import os
 import time
 
-from falconer_ray.teacher import answers, requests
-from falconer_ray.teacher.batch import BatchTeacher, parse_response, result_row
-from falconer_ray.teacher.http import ResilientSession, RetryPolicy, post_json, unwrap
+from falconer_ray.teacher.batched import answers, requests
+from falconer_ray.teacher.batched.base import BatchTeacher, parse_response, result_row
+from falconer_ray.teacher.batched.http import ResilientSession, RetryPolicy, post_json, unwrap
 
 
 def endpoint(url: str, api: str) -> str:

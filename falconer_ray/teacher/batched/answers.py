@@ -12,9 +12,9 @@ import json
 import math
 from collections import Counter
 
-from falconer_ray.teacher.validate import MAX_ITEMS, parse_span_answer
 from falconer_ray.teacher import prompts
 from falconer_ray.teacher.base import Failed
+from falconer_ray.teacher.validate import MAX_ITEMS, parse_span_answer
 
 YES = {w.lower() for w in prompts.YES_WORDS}
 NO = {w.lower() for w in prompts.NO_WORDS}

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from falconer_ray.teacher.answers import ERROR_KEY
+from falconer_ray.teacher.batched.answers import ERROR_KEY
 
 # Worth another try: rate limits, timeouts, overloaded or restarting servers.
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
