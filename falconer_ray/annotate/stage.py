@@ -40,23 +40,19 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
     started = time.monotonic()
     before = teacher.stats.snapshot()
     retries = cfg.teacher.retries
-    for step in plan.label_steps:
-        step_before = teacher.stats.snapshot()
-        with progress(f"teacher get_label '{step.id}'", len(texts)) as advance:
-            out = cached_label(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
-        spent_by_op["label"].merge(teacher.stats.since(step_before))
-        labels[step.id], shown = out.probs, out.shown
-        calls["label"] += out.calls
-        _note_errors(failed, step, out.errors)
-    for step in plan.span_steps:
-        step_before = teacher.stats.snapshot()
-        with progress(f"teacher get_span '{step.id}'", len(texts)) as advance:
-            out = cached_extract(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
-        spent_by_op["span"].merge(teacher.stats.since(step_before))
-        spans[step.id], shown = out.spans, out.shown
-        calls["span"] += out.calls
-        rejected.update(out.rejected)
-        _note_errors(failed, step, out.errors)
+    for op, steps, ask in (("label", plan.label_steps, cached_label), ("span", plan.span_steps, cached_extract)):
+        for step in steps:
+            step_before = teacher.stats.snapshot()
+            with progress(f"teacher {step.op} '{step.id}'", len(texts)) as advance:
+                out = ask(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
+            spent_by_op[op].merge(teacher.stats.since(step_before))
+            shown, calls[op] = out.shown, calls[op] + out.calls
+            if op == "label":
+                labels[step.id] = out.probs
+            else:
+                spans[step.id] = out.spans
+                rejected.update(out.rejected)
+            _note_errors(failed, step, out.errors)
     cache.close()
 
     run.annotations_dir.mkdir(parents=True, exist_ok=True)

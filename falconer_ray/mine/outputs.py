@@ -111,8 +111,9 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) 
         shutil.rmtree(staging, ignore_errors=True)
         scanner = rows.scanner(columns=columns, filter=pads.field("status") == wanted)
         if counts[wanted]:
+            # in unit order, so that the same corpus gives the same files, byte for byte
             pads.write_dataset(scanner, str(staging), format="parquet", basename_template="part-{i}.parquet",
-                               existing_data_behavior="overwrite_or_ignore")
+                               existing_data_behavior="overwrite_or_ignore", preserve_order=True)
         else:  # an empty folder would hide the columns; write an empty table with them
             staging.mkdir(parents=True)
             pq.write_table(scanner.projected_schema.empty_table(), staging / "part-0.parquet")
