@@ -29,7 +29,7 @@ def corpus(tmp_path_factory):
 def test_mine_runs_every_stage_and_reruns_from_cache(ray_local, corpus, tmp_path, cache_dir):
     config = tmp_path / "run.yaml"
     config.write_text(f"cache_dir: {cache_dir}\nn_annotate: 24\ntrain:\n  epochs: 1\n"
-                      "teacher:\n  price: {gpu_hour: 3.6}\n")
+                      "prices:\n  hardware: {gpu: {usd_per_hour: 3.6}}\n  teacher: {hardware: gpu}\n")
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["mine", "Extract the names of people praised in positive movie reviews.",
                                       str(corpus), "--out", str(out), "--id-field", "id", "--config", str(config)])
@@ -38,8 +38,7 @@ def test_mine_runs_every_stage_and_reruns_from_cache(ray_local, corpus, tmp_path
     shown, annotating = result.output.find("to change the plan:"), result.output.find("annotating")
     assert "Plan: Extract the names" in result.output and 0 <= shown < annotating, result.output
     summary = " ".join(result.output.replace("│", " ").split())
-    assert "this run" in summary and "at the config's `quote:` prices, as in report.html" in summary
-    assert "at teacher.price (report.json's cost block)" in summary  # gpu_hour 3.6 below
+    assert "this run" in summary and "at the config's `prices:`, as in report.html and report.json" in summary
     for name in ("plan.json", "config.json", "annotations/annotations.jsonl", "proxy/proxy.safetensors",
                  "results", "errors", "report.json", "report.html"):
         assert (out / name).exists(), name
@@ -58,6 +57,7 @@ def test_mine_runs_every_stage_and_reruns_from_cache(ray_local, corpus, tmp_path
     assert cost["stages"]["annotate"]["calls"] == report["teacher"]["calls"]
     assert cost["teacher"]["usd"] == pytest.approx(cost["teacher"]["seconds"] / 3600 * 3.6, abs=1e-5)
     assert cost["stages"]["proxy"]["usd"] > 0 and cost["usd"] > cost["teacher"]["usd"]
+    assert f"${cost['usd']:.4g} this run" in summary  # the summary's dollars are report.json's
     assert isinstance(report["teacher"]["rejected"], dict) and report["teacher"]["docs_failed"] == 0
 
     annotations = [json.loads(line) for line in (out / "annotations/annotations.jsonl").open()]

@@ -71,9 +71,11 @@ def test_estimate_scales_measurements_and_prices():
     q2 = estimate(faster, PLAN, {"docs": 10_000, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
     assert q2["falconer"]["seconds"]["mine"] == pytest.approx(5 + (fal["seconds"]["mine"] - 5) / 80, abs=0.1)  # the start is not divided
     assert q2["all_teacher"]["total_s"] == pytest.approx(base["total_s"] / 4)
-    bad = RunConfig.model_validate({**cfg.model_dump(), "prices": {"mine": {"hardware": "tpu"}}})
     with pytest.raises(ValueError, match="hardware 'tpu' of stage mine is not in the table"):
-        estimate(bad, PLAN, {"docs": 10, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
+        RunConfig.model_validate({**cfg.model_dump(), "prices": {"mine": {"hardware": "tpu"}}})
+    # hardware a config names joins the default table: the other stages keep theirs
+    gpu_only = RunConfig.model_validate({"prices": {"hardware": {"gpu": {"usd_per_hour": 3.6}}, "mine": {"hardware": "gpu"}}})
+    assert gpu_only.prices.of("train").usd_per_hour == 0.10 and gpu_only.prices.of("mine").usd_per_hour == 3.6
 
 
 def test_compare_sets_quote_against_the_run():

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
-from falconer_ray.config import OpenAITeacherConfig, RunConfig, VLLMTeacherConfig
+from falconer_ray.config import EmbeddedTeacherConfig, OpenAITeacherConfig, RunConfig, VLLMTeacherConfig, merge
 from falconer_ray.teacher import make_teacher, prompts, teacher_from_config
 from falconer_ray.teacher.base import Failed, TeacherStats
 from falconer_ray.teacher.batched import answers, requests
@@ -220,13 +220,16 @@ def test_teacher_config_validation():
     flat = {"kind": "openai", "model": "m", "url": "http://127.0.0.1:9/v1", "tensor_parallel_size": 1,
             "engine_kwargs": {}, "max_model_len": None, "price": {"prompt_per_1m": 0.0, "gpu_hour": 0.0}}
     assert RunConfig.model_validate({"teacher": flat}).teacher == OpenAITeacherConfig(model="m", url="http://127.0.0.1:9/v1")
+    # --teacher embedded over a config file's openai teacher: the endpoint's settings do not follow
+    switched = merge(RunConfig(teacher=OpenAITeacherConfig(model="m", url="http://127.0.0.1:9/v1", qps=5)),
+                     {"teacher.kind": "embedded", "teacher.model": None})
+    assert switched.teacher == EmbeddedTeacherConfig()
     with pytest.raises(ValueError) as e:
         RunConfig.model_validate({"teacher": {"api_key_env": "sk-secret-value-123"}})
     assert "sk-secret" not in str(e.value)  # a pasted key is not echoed
 
 
 def test_the_embedded_config_names_the_model_the_backend_loads():
-    from falconer_ray.config import EmbeddedTeacherConfig
     from falconer_ray.teacher.embedded import DEFAULT_MODEL
 
     assert EmbeddedTeacherConfig().model_name() == DEFAULT_MODEL

@@ -7,7 +7,7 @@ section of a run config); zero prices give zero dollars, never a guess.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Hardware(BaseModel):
@@ -40,6 +40,21 @@ class Prices(BaseModel):
     mine: StageHardware = StageHardware()
     prompt_per_1m: float = Field(0.0, ge=0, description="Hosted teachers: dollars per million prompt tokens.")
     completion_per_1m: float = Field(0.0, ge=0, description="Hosted teachers: dollars per million completion tokens.")
+
+    @field_validator("hardware", mode="before")
+    @classmethod
+    def _beside_the_defaults(cls, value):
+        """Hardware a config names is added to the default table (or replaces an entry of
+        the same name), so pricing one stage on a GPU does not unprice the others."""
+        if not isinstance(value, dict):
+            return value
+        return {**{k: v.model_dump() for k, v in default_hardware().items()}, **value}
+
+    @model_validator(mode="after")
+    def _stages_name_known_hardware(self):
+        for stage in ("teacher", "train", "mine"):
+            self.of(stage)  # a typo fails when the config is read, before any work
+        return self
 
     def of(self, stage: str) -> Hardware:
         """The hardware a stage ("teacher", "train", "mine") runs on."""

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from falconer_ray.config.prices import Prices, migrate
-from falconer_ray.config.teacher import EmbeddedTeacherConfig, TeacherConfig, drop_foreign_defaults
+from falconer_ray.config.teacher import BACKENDS, EmbeddedTeacherConfig, TeacherConfig, drop_foreign_defaults
 
 
 class ProxyConfig(BaseModel):
@@ -60,13 +60,9 @@ class MineConfig(BaseModel):
     task_retries: int = Field(3, ge=-1, le=10_000, description="Times a batch is retried after its actor died: a batch that keeps killing its actor fails the run instead of looping (-1: no limit).")
 
     def docs_per_call(self) -> int:
-        """2,048 on CPUs: on short reviews a call of 512 padded 6.3% more tokens than
-        its real ones and one of 2,048 1.8%, and 12,000 documents mined 1.07x faster.
-        Its windows take about 12 MB per actor on IMDB-length reviews (offsets included).
-        8,192 on GPUs: each call leaves the GPU idle while its first batch is tokenized
-        and its last decoded, a fixed cost that larger calls spread thinner (against a
-        simulated device at an H100's rate, `falconer_ray/bench/gpu_proxy.py --host-only
-        --device-us 174`, see docs/RESULTS.md)."""
+        """Larger calls sort more documents by length, so batches pad less, and on a GPU
+        spread thinner the idle time of a call's first and last batch (figures in
+        docs/RESULTS.md, "Why the defaults are what they are")."""
         return self.batch_size or (8192 if self.gpus_per_actor else 2048)
 
     def windows_per_forward(self) -> int:
@@ -133,8 +129,13 @@ class RunConfig(BaseModel):
 
 
 def merge(base: RunConfig, overrides: dict) -> RunConfig:
-    """Apply dotted overrides ({"train.epochs": 3}) that the user actually set."""
+    """Apply dotted overrides ({"train.epochs": 3}) that the user actually set. A new
+    `teacher.kind` starts that backend's settings afresh: the old backend's (its model
+    among them) do not apply to it."""
     data = base.model_dump()
+    kind = overrides.get("teacher.kind")
+    if kind is not None and kind != base.teacher.kind and kind in BACKENDS:
+        data["teacher"] = {k: v for k, v in data["teacher"].items() if k in BACKENDS[kind].model_fields and k != "model"}
     for key, value in overrides.items():
         if value is None:
             continue

@@ -57,8 +57,8 @@ class _Prompted(_Teacher):
     batch_size: int = Field(16, ge=1, le=65_536, description="Documents per batch sent to a worker or engine.")
     concurrency: int = Field(1, ge=1, le=10_000, description="Parallel HTTP workers, or engine replicas.")
 
-    BACKEND_FIELDS: ClassVar[tuple[str, ...]] = ("api", "label_mode", "span_format", "votes", "vote_temperature", "max_span_tokens", "max_doc_chars",
-                "batch_size", "concurrency")
+    BACKEND_FIELDS: ClassVar[tuple[str, ...]] = ("api", "label_mode", "span_format", "votes", "vote_temperature",
+                                                 "max_span_tokens", "max_doc_chars", "batch_size", "concurrency")
 
     def missing(self) -> list[str]:
         """What the backend cannot run without, in the words of the flags that set it."""
@@ -85,7 +85,8 @@ class OpenAITeacherConfig(_Prompted):
     retry_wait_s: float = Field(1.0, ge=0, le=600, description="First backoff wait; doubles each retry (Retry-After wins when longer).")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Limit of one request.")
 
-    BACKEND_FIELDS: ClassVar[tuple[str, ...]] = _Prompted.BACKEND_FIELDS + ("url", "api_key_env", "qps", "max_retries", "retry_wait_s", "timeout_s")
+    BACKEND_FIELDS: ClassVar[tuple[str, ...]] = _Prompted.BACKEND_FIELDS + (
+        "url", "api_key_env", "qps", "max_retries", "retry_wait_s", "timeout_s")
 
     @field_validator("api_key_env")
     @classmethod
@@ -110,7 +111,8 @@ class VLLMTeacherConfig(_Prompted):
     max_model_len: Optional[int] = Field(None, ge=256, le=1_000_000, description="Context length of the engine.")
     engine_kwargs: dict = Field(default_factory=dict, description="Further vLLM engine arguments.")
 
-    BACKEND_FIELDS: ClassVar[tuple[str, ...]] = _Prompted.BACKEND_FIELDS + ("tensor_parallel_size", "max_model_len", "engine_kwargs")
+    BACKEND_FIELDS: ClassVar[tuple[str, ...]] = _Prompted.BACKEND_FIELDS + (
+        "tensor_parallel_size", "max_model_len", "engine_kwargs")
 
 
 TeacherConfig = Annotated[Union[EmbeddedTeacherConfig, OpenAITeacherConfig, VLLMTeacherConfig], Field(discriminator="kind")]

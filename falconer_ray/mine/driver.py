@@ -165,7 +165,7 @@ def start_and_steady(busy_s: float, actors: int, mined_s: float, mined_docs: int
     run took beyond that rate, i.e. starting the actors, loading the proxy, the first
     reads and the last actor finishing alone: a fixed cost of every run. Measured in
     the actors: the driver sees blocks when Ray Data hands them over, which is not
-    when they were done (two actors' first calls, done 0.5 s apart, came 4 s apart)."""
+    when they were done."""
     if busy_s <= 0 or not mined_docs:
         return {"start_s": None, "steady_docs_per_s": None}
     per_actor = busy_s / max(1, actors)

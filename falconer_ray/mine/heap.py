@@ -3,9 +3,8 @@
 glibc keeps freed memory in its arenas for reuse. A long-lived mining actor allocates
 and frees hundreds of MB per call in buffers of ever-different sizes (tokens, windows,
 logits, Arrow columns), so what it holds creeps up call after call although what it
-uses does not: one torch proxy answering 1,024 reviews a call went from 706 to 850 MB
-over 14 calls, while trimming after each call held it at 592-597 MB. A trim takes
-15-27 ms after a call of 12-16 s.
+uses does not; a trim after each call holds it level for a small fraction of the call's
+time (docs/RESULTS.md, "Memory").
 """
 
 from __future__ import annotations

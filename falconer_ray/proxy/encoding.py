@@ -27,7 +27,7 @@ class Window:
     """One tokenized (instruction, slice of document) pair as numpy arrays (views into
     one array per field for the whole encode_windows call): a mining call holds every
     window of up to 2,048 documents at once, and as Python lists they took ten times
-    the memory (127 MB against 12 MB for 2,048 IMDB reviews).
+    the memory.
 
     ``offsets[i]`` is the [start, end) character range in the document of text token
     i, and (-1, -1) for instruction, special and empty tokens; ``offsets`` is None

@@ -74,9 +74,9 @@ def compute_loss(
 
 
 def _no_random_init():
-    """Skips drawing random weights that loading overwrites at once: for a
-    RoBERTa-large-size encoder that draw took 6.3 s on 2 cores, MiniLM 0.45 s. Where
-    transformers does not offer it, weights are drawn as usual."""
+    """Skips drawing random weights that loading overwrites at once (seconds for a
+    RoBERTa-large-size encoder). Where transformers does not offer it, weights are
+    drawn as usual."""
     try:
         from transformers.initialization import no_init_weights  # transformers 5
     except ImportError:

@@ -68,7 +68,7 @@ class Proxy:
         """`runtime`: "torch", or "onnx-int8" (CPU only) for the cached quantized graph
         (`falconer_ray.proxy.int8`), built on first use. Once the graph is cached the
         int8 path reads only it, tokenizer.json and proxy.json, and imports neither
-        torch nor transformers (a cold mining actor: 0.8 s instead of 6.5 s).
+        torch nor transformers, so a cold mining actor starts several times faster.
         `threads`: CPU threads for the forward pass (None: the runtime's default)."""
         if runtime == "torch":
             import torch
@@ -113,12 +113,10 @@ class Proxy:
         on, so the GPU runs one chunk while the CPU decodes the one before and
         tokenizes the one after. Chunks are small and equal because the device idles
         while the first one is tokenized, and whenever a chunk takes longer to
-        tokenize than the one before it takes to run (against a simulated device as
-        fast as tokenizing, chunks of one batch kept it busy 84% of a call, of four
-        batches 66%; `falconer_ray/bench/gpu_proxy.py --host-only --device-us` measures the
-        share). Elsewhere nothing overlaps, so the whole call is one chunk: sorting
-        by characters only approximates tokens, and chunks of four batches padded 6%
-        more tokens on short reviews and made a CPU mining call 1.12x slower. Each
+        tokenize than the one before it takes to run (`python -m
+        falconer_ray.bench.gpu_proxy --host-only --device-us` measures the share).
+        Elsewhere nothing overlaps, so the whole call is one chunk: sorting by
+        characters only approximates tokens, and smaller chunks pad more. Each
         window's `doc_index` says which text it belongs to.
         """
         by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)

@@ -151,7 +151,7 @@ def histograms(run: RunDir, plan: Plan, report: dict, threshold: float) -> list[
 
     out = []
     for step in plan.label_steps:
-        scores = sample_scores(run, f"label_{step.id}", report.get("docs_kept") or 0, report.get("docs_filtered") or 0)
+        scores = sample_scores(run, step.column, report.get("docs_kept") or 0, report.get("docs_filtered") or 0)
         if scores:
             out.append({"step": step, "n": len(scores),
                         "svg": Markup(histogram(scores, threshold, f"{step.id}: {len(scores):,} documents"))})
@@ -316,9 +316,9 @@ def result_rows(run: RunDir, plan: Plan, limit: int = 10) -> list[dict]:
     span_ids = [s.id for s in plan.span_steps]
     out = []
     for r in ds.head(limit).to_pylist():
-        spans = {sid: r.get(f"span_{sid}") or [] for sid in span_ids}
+        spans = {s.id: r.get(s.column) or [] for s in plan.span_steps}
         out.append({"doc_id": r["doc_id"],
-                    "labels": {s.id: r.get(f"label_{s.id}") for s in plan.label_steps},
+                    "labels": {s.id: r.get(s.column) for s in plan.label_steps},
                     "spans": {k: [s["text"] for s in v] for k, v in spans.items()},
                     "html": highlight(r["text"], spans, span_ids) if r.get("text") else None})
     return out
