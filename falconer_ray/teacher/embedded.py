@@ -18,12 +18,12 @@ import numpy as np
 
 from falconer_ray.teacher import prompts
 from falconer_ray.teacher.base import ProgressFn, TeacherStats
-from falconer_ray.teacher.gguf_models import ALIASES, DEFAULT_MODEL, GEMMA, SMOLLM2, resolve_gguf
+from falconer_ray.teacher.gguf_models import ALIASES, DEFAULT_MODEL, GEMMA, QWEN_0_5B, QWEN_1_5B, SMOLLM2, resolve_gguf
 from falconer_ray.teacher.validate import parse_span_answer
 
 # Style that measured best per known model; unknown files get few-shot, which
 # works for base and instruct models alike.
-AUTO_STYLE = {GEMMA: "fewshot", SMOLLM2: "fewshot"}
+AUTO_STYLE = {GEMMA: "fewshot", SMOLLM2: "fewshot", QWEN_1_5B: "chat", QWEN_0_5B: "chat"}
 SPAN_MAX_TOKENS = 64
 
 
