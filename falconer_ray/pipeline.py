@@ -9,6 +9,7 @@ imported by the stage that runs them, so `falconer plan` starts in a fraction of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from falconer_ray.annotate.stage import annotate_documents, load_annotations
@@ -148,12 +149,13 @@ def changed_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
 
 
 def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None, resume: bool = False,
-               quote: bool = False) -> dict:
+               quote: bool = False, review: Callable[[Plan, RunDir], Plan] | None = None) -> dict:
     """Every stage in order; with `resume`, the stages whose output is complete are skipped
     (each stage writes its completion file last: plan.json, annotations/stats.json,
-    proxy/metrics.json) and mining goes on from its committed units. With `quote`, the
-    plan is priced first (quote.json) so the report can set the estimate against what
-    the run then cost."""
+    proxy/metrics.json) and mining goes on from its committed units. `review` gets the
+    shown plan before the teacher annotates for it, and returns the plan to go on with
+    (saved in plan.json). With `quote`, the plan is priced first (quote.json) so the
+    report can set the estimate against what the run then cost."""
     started = time.monotonic()
     need_plan = not (resume and run.plan.exists())
     need_annotations = not (resume and run.annotation_stats.exists())
@@ -164,6 +166,8 @@ def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
         plan = Plan.load(run.plan)
         note(f"plan: reusing {run.plan}")
     show_plan(plan, run)
+    if review is not None and need_annotations:
+        plan = review(plan, run)
     if quote and not (resume and (run.path / "quote.json").exists()):
         from falconer_ray.cost.quote import make_quote, show  # the pilot's torch: only with --quote
 
@@ -184,10 +188,11 @@ def run_stages(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
 
 
 def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = None, resume: bool = False,
-             quote: bool = False) -> dict:
+             quote: bool = False, review: Callable[[Plan, RunDir], Plan] | None = None) -> dict:
     """Instruction + corpus -> plan -> annotations -> proxy -> mined results + report.
 
-    `quote` prices the run before it starts (see `run_stages`); `resume` goes on with an interrupted run in `out`, refusing if its settings differ.
+    `quote` prices the run before it starts and `review` checks the plan (see `run_stages`);
+    `resume` goes on with an interrupted run in `out`, refusing if its settings differ.
     """
     check_corpus(cfg)  # a mistyped --text-field fails now, not after planning
     run = RunDir(out).create()
@@ -198,4 +203,4 @@ def mine_all(cfg: RunConfig, out: str | Path, plan_file: str | Path | None = Non
                              "pass the same arguments as the interrupted run, or drop --resume to start over")
     cfg.save(run.path)
     run.gold_check.unlink(missing_ok=True)  # it scored an earlier run in this folder
-    return run_stages(run, cfg, plan_file, resume, quote)
+    return run_stages(run, cfg, plan_file, resume, quote, review)

