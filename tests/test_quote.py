@@ -55,6 +55,10 @@ def test_estimate_scales_measurements_and_prices():
     q = estimate(cfg, PLAN, {"docs": 10_000, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
     fal, base = q["falconer"], q["all_teacher"]
     assert fal["teacher_calls"] == 200 and base["teacher_calls"] == 10_000 + 2_500
+    # spans are annotated on the kept quarter once the sample holds more than min_span_docs of them
+    few = estimate(RunConfig.model_validate({**cfg.model_dump(), "min_span_docs": 10}), PLAN,
+                   {"docs": 10_000, "files": 1, "estimated_docs": 0, "bytes": 1}, MEASURED_TEACHER, MEASURED_PROXY)
+    assert few["falconer"]["teacher_calls"] == 100 + 25
     assert fal["seconds"]["annotate"] == 100 * 2.0 + 100 * 4.0
     assert fal["seconds"]["train"] == 10 + 100 * 0.8 * 2.0 * 2 * 0.5
     assert fal["seconds"]["mine"] == pytest.approx(5 + 10_000 * (0.01 + 0.25 * 0.02), abs=0.1)

@@ -1,9 +1,11 @@
 """The annotation stage: the teacher labels a sample of the corpus for every step.
 
-Every sampled document is annotated for every plan step (label steps give P(yes),
-span steps give validated spans), so the proxy learns each step from the same
-documents. The documents are split into train and held-out by id; held-out ones
-measure proxy-vs-teacher agreement later.
+Every sampled document gets every label step (P(yes)). Span steps go to the documents
+the teacher's own labels keep, as mining extracts only from the documents the plan
+keeps: that is where the proxy's span head works, and a span call costs the most. When
+fewer than `min_span_docs` are kept, others are added in sample order so the span head
+still has examples. The documents are split into train and held-out by id; held-out
+ones measure proxy-vs-teacher agreement later.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from falconer_ray.cost.baseline import seconds_per_document, teacher_per_op
 from falconer_ray.annotate import AnnotationCache, cached_extract, cached_label
 from falconer_ray.config import RunConfig
+from falconer_ray.corpus.sample import is_heldout
+from falconer_ray.cost.baseline import seconds_per_document, teacher_per_op
+from falconer_ray.plan.execute import TEACHER_YES
 from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import progress
 from falconer_ray.rundir import RunDir, write_json
-from falconer_ray.corpus.sample import is_heldout
 from falconer_ray.teacher.base import TeacherStats
-from falconer_ray.plan.execute import TEACHER_YES
+from falconer_ray.teacher.prompts import clip_document
 
 
 def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, run: RunDir) -> dict:
@@ -33,7 +36,10 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
     """
     cache = AnnotationCache(Path(cfg.cache_dir) / "annotations.sqlite")
     texts = [d["text"] for d in docs]
-    labels, spans, shown = {}, {}, None
+    shown = [clip_document(t, teacher.max_doc_chars) for t in texts]  # what the teacher sees, and the proxy learns
+    labels: dict[str, list] = {}
+    spans: dict[str, dict[int, list]] = {}
+    span_docs: list[int] = []
     calls, rejected = Counter(), Counter()
     spent_by_op = {"label": TeacherStats(), "span": TeacherStats()}
     failed: dict[int, dict] = {}  # doc index -> the first step the teacher failed on
@@ -41,18 +47,22 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
     before = teacher.stats.snapshot()
     retries = cfg.teacher.retries
     for op, steps, ask in (("label", plan.label_steps, cached_label), ("span", plan.span_steps, cached_extract)):
+        if op == "span":
+            span_docs = span_documents(plan, labels, failed, len(docs), cfg.min_span_docs)
+        at = span_docs if op == "span" else list(range(len(docs)))
         for step in steps:
             step_before = teacher.stats.snapshot()
-            with progress(f"teacher {step.op} '{step.id}'", len(texts)) as advance:
-                out = ask(teacher, cache, texts, step.instruction, on_progress=_absolute(advance), retries=retries)
+            with progress(f"teacher {step.op} '{step.id}'", len(at)) as advance:
+                out = ask(teacher, cache, [texts[i] for i in at], step.instruction, on_progress=_absolute(advance),
+                          retries=retries)
             spent_by_op[op].merge(teacher.stats.since(step_before))
-            shown, calls[op] = out.shown, calls[op] + out.calls
+            calls[op] += out.calls
             if op == "label":
                 labels[step.id] = out.probs
             else:
-                spans[step.id] = out.spans
+                spans[step.id] = dict(zip(at, out.spans))
                 rejected.update(out.rejected)
-            _note_errors(failed, step, out.errors)
+            _note_errors(failed, step, {at[j]: f for j, f in out.errors.items()})
     cache.close()
 
     run.annotations_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +77,8 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
                 "text": shown[i],
                 "split": "heldout" if is_heldout(d["doc_id"], cfg.seed, cfg.train.heldout) else "train",
                 "labels": {k: v[i] for k, v in labels.items()},
-                "spans": {k: [s.to_dict() for s in v[i]] for k, v in spans.items()},
+                # only the span steps asked of this document (see span_documents)
+                "spans": {k: [s.to_dict() for s in v[i]] for k, v in spans.items() if i in v},
             }
             f.write(json.dumps(row) + "\n")
     tmp.replace(run.annotations)
@@ -95,7 +106,8 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
         "errors_by_reason": dict(Counter(f["reason"] for f in failed.values())),
         "heldout": sum(is_heldout(d["doc_id"], cfg.seed, cfg.train.heldout) for d in ok),
         "cached": {"label": len(texts) * len(plan.label_steps) - calls["label"],
-                   "span": len(texts) * len(plan.span_steps) - calls["span"]},
+                   "span": len(span_docs) * len(plan.span_steps) - calls["span"]},
+        "span_docs": len(span_docs),
         "rejected_spans": dict(rejected),
         "rejected": dict(Counter(spent.rejected) + Counter(rejected)),
         "clipped_docs": sum(len(s) < len(t) for s, t in zip(shown or [], texts)),
@@ -108,6 +120,20 @@ def annotate_documents(docs: list[dict], plan: Plan, teacher, cfg: RunConfig, ru
         raise ValueError(f"the teacher failed on every one of {len(docs)} documents ({reasons}); first: {first}; "
                          f"details in {run.annotation_errors}")
     return stats
+
+
+def span_documents(plan: Plan, labels: dict[str, list], failed: dict[int, dict], n: int, least: int) -> list[int]:
+    """The documents the span steps are asked about: those the teacher's labels keep
+    (all of them when the plan filters nothing), then others in sample order up to
+    `least`; never one the teacher already failed on."""
+    answered = [i for i in range(n) if i not in failed]
+    if not plan.label_steps or plan.keep is None:
+        return answered
+    kept = [i for i in answered if plan.keeps({k: v[i] >= TEACHER_YES for k, v in labels.items()})]
+    if len(kept) >= least:
+        return kept
+    taken = set(kept)
+    return sorted(kept + [i for i in answered if i not in taken][:least - len(kept)])
 
 
 def _note_errors(failed: dict[int, dict], step, errors: dict) -> None:

@@ -91,6 +91,9 @@ class RunConfig(BaseModel):
     text_unit: Literal["file", "line"] = Field("file", description="For .txt files: one document per file or per line.")
     limit: int | None = Field(None, ge=1, description="Use only the first N documents of the corpus.")
     n_annotate: int = Field(300, ge=10, le=1_000_000, description="Documents the teacher annotates.")
+    min_span_docs: int = Field(100, ge=0, le=1_000_000, description="Span steps are annotated on the documents the "
+                               "teacher's labels keep, as mining extracts only from kept ones; when fewer are kept, "
+                               "others are added up to this many, so the proxy's span head has examples to learn from.")
     seed: int = 0
     cache_dir: str = Field(default_factory=lambda: os.environ.get("FALCONER_CACHE", str(Path.home() / ".cache" / "falconer_ray")))
     teacher: TeacherConfig = EmbeddedTeacherConfig()

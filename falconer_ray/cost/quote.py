@@ -101,8 +101,10 @@ def estimate(cfg: RunConfig, plan: Plan, corpus: dict, teacher: dict, proxy: dic
     annotate_docs = min(cfg.n_annotate, docs)
     speed = {stage: prices.of(stage).speed * getattr(prices, stage).units for stage in ("teacher", "train", "mine")}
 
-    # falconer: the teacher annotates every step on the sample; the proxy filters, then spans kept docs
-    sample = all_teacher.estimate(op, annotate_docs, n_label, n_span, keep=1.0)
+    # falconer: the teacher labels the sample and asks the span steps about the documents its labels
+    # keep (at least min_span_docs of them); the proxy filters, then spans kept docs
+    span_share = max(keep, min(cfg.min_span_docs, annotate_docs) / annotate_docs) if annotate_docs else 1.0
+    sample = all_teacher.estimate(op, annotate_docs, n_label, n_span, keep=span_share)
     annotate_s, f_tokens = sample["seconds"] / speed["teacher"], sample["tokens"]
     train_examples = annotate_docs * (1 - cfg.train.heldout) * proxy["examples_per_doc"]
     train_s = q.train_overhead_s + train_examples * cfg.train.epochs * proxy["train_s_per_example"] / speed["train"]

@@ -40,9 +40,10 @@ def build_examples(plan: Plan, rows: list[dict], tokenizer, cfg: RunConfig) -> t
         negatives += len(probs) - yes
         targets = probs if cfg.train.label_targets == "soft" else [float(p >= TEACHER_YES) for p in probs]
         examples += label_examples(tokenizer, step.instruction, texts, targets, **kw)
-    for step in plan.span_steps:
-        spans = [[(s["start"], s["end"]) for s in r["spans"][step.id]] for r in rows]
-        examples += span_examples(tokenizer, step.instruction, texts, spans, **kw)
+    for step in plan.span_steps:  # from the documents the teacher was asked this step about
+        asked = [r for r in rows if step.id in r["spans"]]
+        spans = [[(s["start"], s["end"]) for s in r["spans"][step.id]] for r in asked]
+        examples += span_examples(tokenizer, step.instruction, [r["text"] for r in asked], spans, **kw)
     pos_weight = None
     if cfg.train.balance and positives and negatives:
         pos_weight = min(5.0, max(0.2, negatives / positives))
@@ -228,12 +229,13 @@ def agreement(plan: Plan, rows: list[dict], proxy_dir: Path, cfg: RunConfig) -> 
         steps[step.id] = {"op": "get_label", "accuracy": round((cells["tp"] + cells["tn"]) / len(held), 4),
                           "confusion": cells}
     predicted, gold = [], []
-    for step in plan.span_steps:
-        step_pred, step_gold = [], []
-        for r, found in zip(held, proxy.extract(texts, step.instruction, threshold=cfg.mine.span_threshold)):
-            step_pred.append([(s.start, s.end) for s in found])
-            step_gold.append([(s["start"], s["end"]) for s in r["spans"][step.id]])
-        steps[step.id] = {"op": "get_span", "f1": round(span_f1(step_pred, step_gold), 4)}
+    for step in plan.span_steps:  # on the held-out documents the teacher was asked this step about
+        asked = [r for r in held if step.id in r["spans"]]
+        found = proxy.extract([r["text"] for r in asked], step.instruction, threshold=cfg.mine.span_threshold)
+        step_pred = [[(s.start, s.end) for s in spans] for spans in found]
+        step_gold = [[(s["start"], s["end"]) for s in r["spans"][step.id]] for r in asked]
+        steps[step.id] = {"op": "get_span", "f1": round(span_f1(step_pred, step_gold), 4) if asked else None,
+                          "docs": len(asked)}
         predicted += step_pred
         gold += step_gold
     return {
