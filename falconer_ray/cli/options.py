@@ -26,7 +26,7 @@ TextField = Annotated[Optional[str], typer.Option(
          "a .txt file's text is always 'text').")]
 
 TeacherKind = Annotated[Optional[str], typer.Option("--teacher", help="Teacher backend: embedded (llama.cpp on CPU), openai (any OpenAI-compatible endpoint) or vllm (vLLM engines on GPUs).")]
-TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="embedded: gemma3-270m, smollm2-135m or a .gguf path; openai: the served model name; vllm: a hub id or path.")]
+TeacherModel = Annotated[Optional[str], typer.Option("--teacher-model", help="embedded: qwen2.5-1.5b, qwen2.5-0.5b, gemma3-270m, smollm2-135m or a .gguf path; openai: the served model name; vllm: a hub id or path.")]
 TeacherUrl = Annotated[Optional[str], typer.Option("--teacher-url", help="openai: base URL of the API, e.g. http://127.0.0.1:8080/v1.")]
 TeacherKeyEnv = Annotated[Optional[str], typer.Option("--teacher-api-key-env", metavar="NAME", help="openai: environment variable holding the API key (the key is never stored).")]
 

@@ -7,11 +7,20 @@ asks which backend it has. `falconer_ray.teacher` maps each class to its builder
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DEFAULT_EMBEDDED_MODEL = "gemma3-270m"
+DEFAULT_EMBEDDED_MODEL = "qwen2.5-1.5b"
+MODEL_ENV = "FALCONER_TEACHER_MODEL"
+
+
+def default_embedded_model() -> str:
+    """The embedded teacher's model when a run names none: $FALCONER_TEACHER_MODEL (a
+    house default for a cluster image, or a smaller model for a test session), else the
+    packaged default."""
+    return os.environ.get(MODEL_ENV) or DEFAULT_EMBEDDED_MODEL
 
 
 class _Teacher(BaseModel):
@@ -39,10 +48,18 @@ class EmbeddedTeacherConfig(_Teacher):
     """A GGUF model run in-process by llama.cpp on CPUs: offline, no server."""
 
     kind: Literal["embedded"] = "embedded"
-    model: Optional[str] = Field(None, description="gemma3-270m (default), smollm2-135m or a .gguf path.")
+    model: Optional[str] = Field(None, description=f"{DEFAULT_EMBEDDED_MODEL} (default, or ${MODEL_ENV}), "
+                                 "qwen2.5-1.5b, qwen2.5-0.5b, gemma3-270m, smollm2-135m, or a .gguf path.")
+
+    prompt_style: Literal["auto", "fewshot", "chat"] = Field("auto", description="How the model is prompted: "
+                                                             "auto (the style measured best for a known model, "
+                                                             "few-shot for a .gguf file), fewshot, or chat (its "
+                                                             "own chat template).")
+
+    BACKEND_FIELDS: ClassVar[tuple[str, ...]] = ("max_doc_chars", "prompt_style")
 
     def model_name(self) -> str:
-        return self.model or DEFAULT_EMBEDDED_MODEL
+        return self.model or default_embedded_model()
 
 
 class _Prompted(_Teacher):

@@ -162,7 +162,9 @@ def plan_from_text(instruction: str, completion: str) -> Plan:
     """Parse the teacher's filled slots (" <filter>\\nClassify: ...\\nExtract: ...") into a Plan.
 
     The Classify line is optional (older two-slot answers parse too). A question asked
-    twice becomes one step (tiny models repeat themselves).
+    twice becomes one step (small models repeat themselves), and a yes/no question is
+    never a field: an exact substring cannot answer it (models list the filter's
+    question again under Extract).
     """
     text = completion.strip()
     if text.startswith("Filter:"):
@@ -188,14 +190,23 @@ def plan_from_text(instruction: str, completion: str) -> Plan:
     keep = _parse_filter(filter_part.strip(), label)
     for name, question in _parse_items(classify_part.strip()):
         label(question, name)
-    asked = set()
+    asked = set(by_question)
     for name, question in _parse_items(extract_part):
-        if question not in asked:  # the same question twice is one field (tiny models repeat lines)
+        if question not in asked and not is_yes_no(question):
             asked.add(question)
             steps.append(Step(id=_step_id(name, taken), op="get_span", instruction=question))
     if not steps:
         raise PlanError("the plan has no step: give a filter, a class or a field to extract")
     return Plan(instruction=instruction, steps=steps, keep=keep)
+
+
+YES_NO = re.compile(r"^(is|are|am|was|were|does|do|did|has|have|had|can|could|will|would|should|shall|may|must)\b",
+                    re.IGNORECASE)
+
+
+def is_yes_no(question: str) -> bool:
+    """Whether a question is answered yes or no ("Is the review positive?"), not by a piece of text."""
+    return bool(YES_NO.match(question.strip()))
 
 
 def _parse_filter(text: str, label) -> object:

@@ -31,9 +31,9 @@ __all__ = [
 
 
 def _embedded(model: str | None, **kw: Any) -> Teacher:
-    from falconer_ray.teacher.embedded import DEFAULT_MODEL, EmbeddedTeacher
+    from falconer_ray.teacher.embedded import EmbeddedTeacher
 
-    return EmbeddedTeacher(model=model or DEFAULT_MODEL, **kw)
+    return EmbeddedTeacher(model=model, **kw)
 
 
 def _openai(model: str | None, **kw: Any) -> Teacher:

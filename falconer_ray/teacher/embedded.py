@@ -18,7 +18,8 @@ import numpy as np
 
 from falconer_ray.teacher import prompts
 from falconer_ray.teacher.base import ProgressFn, TeacherStats
-from falconer_ray.teacher.gguf_models import ALIASES, DEFAULT_MODEL, GEMMA, QWEN_0_5B, QWEN_1_5B, SMOLLM2, resolve_gguf
+from falconer_ray.config.teacher import default_embedded_model
+from falconer_ray.teacher.gguf_models import ALIASES, GEMMA, QWEN_0_5B, QWEN_1_5B, SMOLLM2, resolve_gguf
 from falconer_ray.teacher.validate import parse_span_answer
 
 # Style that measured best per known model; unknown files get few-shot, which
@@ -28,16 +29,20 @@ SPAN_MAX_TOKENS = 64
 
 
 def default_threads() -> int:
-    """Half the usable cores, at least one.
+    """The cores this process was given: a Ray worker's CPU share (Ray sets
+    OMP_NUM_THREADS to it), else every usable core, as when the driver annotates.
 
-    llama.cpp threads spin-wait on each other; when Ray workers or the proxy
-    share the cores, using all of them was measured 10-20x *slower* than one.
-    """
+    llama.cpp threads spin-wait on each other, so a teacher that shares its cores with
+    busy Ray workers or the proxy must not take more than its share (all of them was
+    measured 10-20x slower than one); alone, two threads label 1.65x faster than one
+    (docs/RESULTS.md)."""
+    allotted = os.environ.get("OMP_NUM_THREADS", "")
+    if allotted.isdigit() and int(allotted) > 0:
+        return int(allotted)
     try:
-        n = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
-        n = os.cpu_count() or 1
-    return max(n // 2, 1)
+        return max(1, os.cpu_count() or 1)
 
 
 class EmbeddedTeacher:
@@ -52,7 +57,7 @@ class EmbeddedTeacher:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         n_threads: int | None = None,
         n_ctx: int = 2048,
         max_doc_chars: int = prompts.DEFAULT_MAX_DOC_CHARS,
@@ -64,6 +69,7 @@ class EmbeddedTeacher:
 
         if prompt_style not in ("auto", "fewshot", "chat"):
             raise ValueError(f"prompt_style must be auto, fewshot or chat, not {prompt_style!r}")
+        model = model or default_embedded_model()
         self.path = resolve_gguf(model)
         self.model_id = ALIASES.get(str(model).lower(), self.path.stem)
         self.style = AUTO_STYLE.get(self.model_id, "fewshot") if prompt_style == "auto" else prompt_style

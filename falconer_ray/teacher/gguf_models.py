@@ -22,7 +22,6 @@ GEMMA = "gemma3-270m"
 SMOLLM2 = "smollm2-135m"
 QWEN_1_5B = "qwen2.5-1.5b"
 QWEN_0_5B = "qwen2.5-0.5b"
-DEFAULT_MODEL = GEMMA
 ALIASES = {
     GEMMA: GEMMA, "gemma": GEMMA, "gemma3": GEMMA, "gemma-3-270m": GEMMA,
     SMOLLM2: SMOLLM2, "smollm2": SMOLLM2, "smollm2-135m-instruct": SMOLLM2,
