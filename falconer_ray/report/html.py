@@ -20,7 +20,7 @@ from markupsafe import Markup, escape
 
 from falconer_ray.config import RunConfig
 from falconer_ray.cost import baseline as all_teacher
-from falconer_ray.cost.accounting import run_cost, stage_usd
+from falconer_ray.cost.accounting import stage_usd
 from falconer_ray.plan.execute import TEACHER_YES
 from falconer_ray.plan.schema import Plan, condition_text
 from falconer_ray.progress import duration
@@ -253,12 +253,10 @@ def dollars(cfg, report: dict, all_teacher_s: float | None, all_teacher_tokens: 
     prices = cfg.prices
     try:
         described = prices.describe()
-        falconer = (report.get("cost") or {}).get("usd")
-        if falconer is None:  # a report written before it had the block
-            falconer = run_cost({}, {}, {}, {}, cfg)["usd"]
     except ValueError:  # a stage names hardware the table lacks
         return {}
-    out = {"falconer": falconer, "all_teacher": None, "prices": described}
+    # a report written before it had the block priced nothing
+    out = {"falconer": (report.get("cost") or {}).get("usd", 0.0), "all_teacher": None, "prices": described}
     if all_teacher_s is not None:
         out["all_teacher"] = stage_usd(prices, "teacher", all_teacher_s, all_teacher_tokens["input"],
                                        all_teacher_tokens["output"])

