@@ -73,7 +73,18 @@ def test_validate_spans_exact_substrings_and_reasons():
     assert [(s.start, s.end) for s in spans] == [(0, 3), (8, 11), (13, 16), (24, 30)]
     for s in spans:
         assert doc[s.start : s.end] == s.text
-    assert rejected == {"duplicate": 1, "not_in_document": 2, "empty": 1, "too_long": 1}
+    assert rejected == {"duplicate": 2, "not_in_document": 1, "empty": 1, "too_long": 1}  # "tom" is Tom, taken
+
+
+def test_answers_that_differ_in_case_punctuation_or_spacing_become_the_documents_text():
+    doc = "Starring : Robert Downey Jr ., with SCOTT WEILAND and ray rice. The pope said so."
+    spans, rejected = validate_spans(doc, ["Robert Downey Jr.", "Scott Weiland", "Ray Rice", "the pope", "Ray Rice",
+                                           "Mickey Rourke"])
+    assert [s.text for s in spans] == ["Robert Downey Jr", "SCOTT WEILAND", "ray rice", "The pope"]
+    assert all(doc[s.start:s.end] == s.text for s in spans)
+    assert rejected == {"duplicate": 1, "not_in_document": 1}
+
+
 
 
 # --------------------------------------------------------------------- cache
@@ -220,3 +231,4 @@ def test_gemma_complete_with_grammar(gemma):
     grammar = 'root ::= " " ("yes" | "no")'
     out = gemma.complete("Answer yes or no. Is the sky blue? Answer:", 4, grammar=grammar)
     assert out in (" yes", " no")
+

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 
-PROMPT_VERSION = "fs1"
+PROMPT_VERSION = "fs2"
 
 DEFAULT_MAX_DOC_CHARS = 1500
 MAX_SPAN_ITEMS = 8
@@ -183,6 +183,11 @@ SPAN_DEMOS: list[tuple[str, str, str]] = [
         "Extract the names of companies.",
         "She left Google last year and now works for a startup called Fernwood Labs.",
         "Google | Fernwood Labs",
+    ),
+    (
+        "Extract the names of politicians.",
+        "@newsjunkie_77 my uncle says the mayor shook hands with Angela Merkel today #politics",
+        "Angela Merkel",
     ),
     (
         "Extract the dates.",

@@ -1,19 +1,24 @@
 """Turn a teacher's free-text span answer into trustworthy character spans.
 
 A small teacher paraphrases, quotes, invents and repeats. The proxy must only
-ever learn from text that is literally in the document, so every answer is
-checked as an exact substring (after trimming surrounding whitespace and
-quotes, nothing else) and everything else is dropped *and counted*, so a run
-report can say how noisy the teacher was.
+ever learn from text that is literally in the document, so every answer becomes
+a piece of the document: an exact substring first; failing that, the same
+characters up to case ("Ray Rice" for "ray rice"), then without trailing
+punctuation ("Jr." for "Jr"), then with other whitespace ("Jr ." for "Jr.").
+The span is always the document's own characters. Anything else is dropped
+*and counted*, so a run report can say how noisy the teacher was.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Iterator
 
-from falconer_ray.spans import Span, locate
+from falconer_ray.spans import Span
 
 QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
+TRAILING = ".,;:!?"
 NONE_ANSWERS = {"none", "none.", "n/a", "nothing", "no"}
 MAX_ITEMS = 8
 MAX_SPAN_CHARS = 200
@@ -44,10 +49,23 @@ def _clean(raw: str) -> str:
     return s
 
 
+def _occurrences(doc: str, s: str) -> Iterator[tuple[int, int]]:
+    """Where `s` is in `doc`, by the strictest reading that finds it at all."""
+    cut = s.rstrip(TRAILING).rstrip()
+    patterns = [re.escape(s), *([re.escape(cut)] if cut and cut != s else [])]
+    loose = r"\s*".join(re.escape(ch) for ch in (cut or s) if not ch.isspace())
+    for pattern, flags in [(patterns[0], 0), (patterns[0], re.I), *[(p, f) for p in patterns[1:] for f in (0, re.I)],
+                           (loose, re.I)]:
+        found = [(m.start(), m.end()) for m in re.finditer(pattern, doc, flags) if m.end() > m.start()]
+        if found:
+            yield from found
+            return
+
+
 def validate_spans(
     doc: str, raw: list[str], max_chars: int = MAX_SPAN_CHARS
 ) -> tuple[list[Span], dict[str, int]]:
-    """Keep the raw answers that are exact substrings of `doc`, with offsets.
+    """The raw answers that are pieces of `doc` (see the module docstring), with offsets.
 
     Rejection reasons: "empty", "too_long" (> max_chars), "not_in_document",
     "duplicate" (in the document, but every occurrence already claimed by an
@@ -60,15 +78,16 @@ def validate_spans(
         s = _clean(item) if isinstance(item, str) else ""
         if not s:
             rejected["empty"] += 1
-        elif len(s) > max_chars:
+            continue
+        if len(s) > max_chars:
             rejected["too_long"] += 1
-        elif s not in doc:
-            rejected["not_in_document"] += 1
-        else:
-            span = locate(doc, s, taken)
-            if span is None:
-                rejected["duplicate"] += 1
-            else:
-                spans.append(span)
+            continue
+        where = list(_occurrences(doc, s))
+        free = next((w for w in where if w not in taken), None)
+        if free is None:
+            rejected["duplicate" if where else "not_in_document"] += 1
+            continue
+        taken.add(free)
+        spans.append(Span(free[0], free[1], doc[free[0] : free[1]]))
     spans.sort(key=lambda sp: (sp.start, sp.end))
     return spans, dict(rejected)
