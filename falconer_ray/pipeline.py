@@ -59,14 +59,14 @@ def show_plan(plan: Plan, run: RunDir | None = None) -> None:
 
 def check_corpus(cfg: RunConfig) -> None:
     """The corpus's fields, from its first rows, before any teacher call."""
-    check_fields(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit)
+    check_fields(cfg.corpus, **cfg.read_options())
 
 
 def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
     plan = Plan.load(run.require(run.plan, "plan"))
     check_corpus(cfg)
     init_ray()
-    docs = sample_documents(read_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit, cfg.limit),
+    docs = sample_documents(read_corpus(cfg.corpus, **cfg.read_options(), limit=cfg.limit),
                             cfg.n_annotate, cfg.seed)
     if not docs:
         raise ValueError(f"{cfg.corpus} has no valid document to annotate (see errors in `falconer run`)")

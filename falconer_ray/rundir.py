@@ -4,9 +4,9 @@ run alone, inspected, or resumed from it."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from falconer_ray.files import write_json  # noqa: F401 - the run's JSON files are written whole
 
 
 class RunDir:
@@ -56,16 +56,6 @@ class RunDir:
             self.check_is_run()
             raise FileNotFoundError(f"{what} is missing: run `falconer {stage}` on {self.path} first")
         return what
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict:

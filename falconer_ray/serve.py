@@ -1,10 +1,13 @@
 """`falconer serve`: a run's trained pipeline online, as one Ray Serve deployment.
 
 POST /v1/mine {"texts": [...]} answers each text exactly as `falconer run` would:
-both paths call `plan.execute.apply_plan`. Concurrent requests are pooled by `serve.batch`,
-so the proxy sees batches as large as a mining actor's. Everything a client sends
-is checked before it reaches the model (body size, JSON, schema, limits, token),
-and every refusal is a 4xx with a JSON `error`, never a traceback.
+both paths call `plan.execute.apply_plan`. Concurrent requests are pooled by `serve.batch`
+into batches of at most `Limits.batch_chars` characters, and a large request enters the
+pool a batch's worth at a time: small requests queued meanwhile ride in the next batch
+instead of waiting for all of it, and a client that hangs up stops its request at the
+next batch. Everything a client sends is checked before it reaches the model (body size,
+JSON, schema, characters per text and per request, token, Host), and every refusal is a
+4xx with a JSON `error`, never a traceback; a full queue answers 503 at once.
 
 Routes: POST /v1/mine; GET /v1/plan (the plan and thresholds the answers follow);
 GET /healthz (no token, for load balancers).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -63,6 +67,52 @@ class MineRequest(BaseModel):
         return texts
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Limits(BaseModel):
+    """How much work one request may ask for, and how long it may wait."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch: int = Field(64, ge=1, le=65_536, description="Most texts one request may carry.")
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="Largest request body, in bytes.")
+    max_doc_chars: int = Field(32_000, ge=100, description="Longest text, in characters.")
+    max_request_chars: int = Field(256_000, ge=100, description="Most characters of all texts of one request.")
+    batch_chars: int = Field(32_000, ge=100, description="Characters the proxy reads in one pooled batch: "
+                             "the most a small request waits for work queued before it.")
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="A request still unanswered after this is "
+                                     "cancelled and answered 408.")
+    max_queued: int = Field(256, ge=1, description="Requests waiting for a replica beyond this get 503 at once.")
+
+    def batch_budget(self) -> int:
+        return max(self.batch_chars, self.max_doc_chars)  # one text is never split
+
+
+def hosts_allowed(bind: str, extra: tuple[str, ...] = ()) -> frozenset[str] | None:
+    """Host header names a request may carry (None: any). Bound to loopback, only loopback
+    names: a web page that rebinds its own name to 127.0.0.1 cannot reach the server."""
+    if is_loopback(bind):
+        return frozenset(LOOPBACK_NAMES | set(extra))
+    if bind in ("0.0.0.0", "::", ""):
+        return frozenset(extra) if extra else None
+    return frozenset({bind, *extra})
+
+
+def host_name(header: str) -> str:
+    """The name of a Host header, without its port or IPv6 brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 class Reject(Exception):
     """A request refused with an HTTP status and a reason for the client."""
 
@@ -78,18 +128,20 @@ class MineServer:
     stored in Ray's deployment state.
     """
 
-    def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, max_batch: int,
-                 max_request_bytes: int, token_sha256: str | None):
+    def __init__(self, proxy_dir: str, plan_json: str, cfg_json: str, limits_json: str,
+                 token_sha256: str | None, hosts: list[str] | None):
         from ray import serve
 
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.plan = Plan.model_validate_json(plan_json)
+        self.limits = Limits.model_validate_json(limits_json)
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
                                 runtime=self.cfg.proxy.runtime, threads=max(1, int(self.cfg.mine.cpus_per_actor)))
         self.answers = ProxyAnswers(self.proxy, self.cfg)
-        self.max_batch, self.max_bytes, self.token_sha256 = max_batch, max_request_bytes, token_sha256
-        self.answer = serve.batch(max_batch_size=max(max_batch, self.cfg.mine.docs_per_call()),
-                                  batch_wait_timeout_s=0.01, batch_size_fn=lambda reqs: sum(map(len, reqs)))(self._answer)
+        self.max_batch, self.max_bytes, self.token_sha256 = self.limits.max_batch, self.limits.max_request_bytes, token_sha256
+        self.hosts = frozenset(hosts) if hosts is not None else None
+        self.answer = serve.batch(max_batch_size=self.limits.batch_budget(), batch_wait_timeout_s=0.01,
+                                  batch_size_fn=lambda reqs: sum(len(t) for texts in reqs for t in texts))(self._answer)
 
     async def _answer(self, requests: list[list[str]]) -> list[list[dict]]:
         """One apply_plan call for the texts of all pooled requests, off the event loop."""
@@ -118,15 +170,20 @@ class MineServer:
             raise Reject(404, f"no route {path}: use POST /v1/mine, GET /v1/plan or GET /healthz")
         if method != ROUTES[path]:
             raise Reject(405, f"{path} takes {ROUTES[path]}, not {method}", {"Allow": ROUTES[path]})
+        if self.hosts is not None and host_name(request.headers.get("host", "")) not in self.hosts:
+            raise Reject(400, "the Host header names another server; use the address the server listens on")
         if path == "/healthz":
             return {"status": "ok"}
         self._authorize(request.headers.get("authorization", ""))
         if path == "/v1/plan":
             return {"plan": json.loads(self.plan.to_json()), "label_threshold": self.cfg.mine.label_threshold,
                     "span_threshold": self.cfg.mine.span_threshold, "label_pooling": self.cfg.proxy.label_pooling,
-                    "max_batch": self.max_batch, "max_request_bytes": self.max_bytes}
+                    **self.limits.model_dump()}
         texts = self._texts(await self._body(request))
-        return {"results": await self.answer(texts)}
+        results = []
+        for piece in pieces(texts, self.limits.batch_budget()):  # a cancelled request stops here
+            results += await self.answer(piece)
+        return {"results": results}
 
     def _authorize(self, header: str) -> None:
         if self.token_sha256 is None:
@@ -163,7 +220,28 @@ class MineServer:
             raise Reject(422, '; '.join(problems) + ' (expected {"texts": ["...", ...]})') from None
         if len(texts) > self.max_batch:
             raise Reject(413, f"{len(texts)} texts; this server takes at most {self.max_batch} per request (--max-batch)")
+        longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+        if len(texts[longest]) > self.limits.max_doc_chars:
+            raise Reject(413, f"texts[{longest}] has {len(texts[longest]):,} characters; this server takes at most "
+                              f"{self.limits.max_doc_chars:,} per text (--max-doc-chars)")
+        total = sum(map(len, texts))
+        if total > self.limits.max_request_chars:
+            raise Reject(413, f"the texts have {total:,} characters in all; this server takes at most "
+                              f"{self.limits.max_request_chars:,} per request (--max-request-chars)")
         return texts
+
+
+def pieces(texts: list[str], budget: int) -> list[list[str]]:
+    """Consecutive runs of `texts` of at most `budget` characters (a longer text alone)."""
+    out: list[list[str]] = []
+    size = budget + 1
+    for text in texts:
+        if size + len(text) > budget:
+            out.append([])
+            size = 0
+        out[-1].append(text)
+        size += len(text)
+    return out
 
 
 def token_from_env(name: str) -> str:
@@ -176,13 +254,18 @@ def token_from_env(name: str) -> str:
     return token
 
 
-def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, max_batch: int = 64,
-          max_request_bytes: int = 1 << 20, token: str | None = None, access_log: bool = True) -> str:
+def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1, limits: Limits | None = None,
+          token: str | None = None, access_log: bool = True, allowed_hosts: tuple[str, ...] = ()) -> str:
     """Deploy the run's plan and proxy on Ray Serve and return the base URL.
 
+    Off loopback a token is required: anyone who can reach the address could use it.
     Serve's HTTP options are fixed for the life of a Serve instance, so this refuses
     to join one that is already running (its address could differ from the one asked).
     """
+    limits = limits or Limits()
+    if token is None and not is_loopback(host):
+        raise ServeError(f"listening on {host} needs a token: pass --token-env NAME (anyone who can reach "
+                         "the address could use the server otherwise)")
     plan = Plan.load(run.require(run.plan, "plan"))
     proxy_dir = run.require(run.proxy / "proxy.json", "train").parent
     cfg = RunConfig.load(run.path) if run.config.exists() else RunConfig()
@@ -196,15 +279,17 @@ def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int 
     cfg, _ = choose_runtime(run, plan, cfg)  # the same answers online as mining gives
     if serve.status().proxies:
         raise ServeError("Ray Serve is already running on this Ray cluster; stop it first (`serve shutdown`)")
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": limits.request_timeout_s})
     deployment = serve.deployment(
         MineServer, name="MineServer", num_replicas=replicas, max_ongoing_requests=64,
+        max_queued_requests=limits.max_queued,
         ray_actor_options={"num_cpus": cfg.mine.cpus_per_actor, "num_gpus": cfg.mine.gpus_per_actor})
     token_sha256 = hashlib.sha256(token.encode()).hexdigest() if token else None
+    hosts = hosts_allowed(host, tuple(h.lower() for h in allowed_hosts))
     try:
         serve.run(deployment.bind(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(),
-                                  max_batch, max_request_bytes, token_sha256), name=APP_NAME, route_prefix="/",
-                  logging_config={"enable_access_log": access_log})
+                                  limits.model_dump_json(), token_sha256, sorted(hosts) if hosts is not None else None),
+                  name=APP_NAME, route_prefix="/", logging_config={"enable_access_log": access_log})
     except Exception as e:  # e.g. a replica cannot load the proxy: Serve retries, then gives up
         serve.shutdown()
         raise ServeError(f"the deployment failed to start ({str(e).strip().splitlines()[-1]}); "

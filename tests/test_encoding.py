@@ -232,3 +232,21 @@ def test_a_folder_without_a_fast_tokenizer_is_refused(tmp_path):
         read_tokenizer(tmp_path, types=True)
     with pytest.raises(ValueError, match="fast tokenizer"):
         encode_windows(object(), "find them", ["text"])
+
+
+@pytest.mark.parametrize("style", ["minilm", "roberta"])
+def test_special_token_text_in_a_document_is_plain_text(style, tok):
+    """A document holding "[SEP]" or "</s>" cannot forge the (instruction, text) layout:
+    only the tokenizer's own separators are special ids, and offsets still point at the text."""
+    hf = tok if style == "minilm" else roberta_style_tokenizer()
+    text = f"before {hf.sep_token} after {hf.cls_token} end"
+    (w,) = encode_windows(hf, "find them", [text], max_length=64, stride=8)
+    (plain,) = encode_windows(hf, "find them", ["before after end"], max_length=64, stride=8)
+    specials = {hf.sep_token_id, hf.cls_token_id}
+
+    def structure(window):
+        return [i for i in window.input_ids.tolist() if i in specials]
+
+    assert structure(w) == structure(plain)
+    covered = "".join(text[a:b] for a, b in (o for o in w.offset_list() if o is not None))
+    assert hf.sep_token.strip("[]<>/").lower() in covered.lower()

@@ -199,6 +199,50 @@ def test_resume_is_refused_when_the_question_changed(tmp_path):
     assert store.open(fingerprint(corpus_shards(corpus), plan, faster, proxy_dir), resume=True) == {}
 
 
+
+def test_resume_notices_a_symlink_target_and_the_cascade(tmp_path):
+    from falconer_ray.corpus.read import corpus_shards
+    from falconer_ray.plan.schema import Plan
+
+    corpus, proxy_dir, elsewhere = tmp_path / "corpus", tmp_path / "proxy", tmp_path / "elsewhere.jsonl"
+    corpus.mkdir(), proxy_dir.mkdir()
+    elsewhere.write_text('{"text": "one"}\n')
+    (corpus / "a.jsonl").symlink_to(elsewhere)
+    (proxy_dir / "proxy.safetensors").write_bytes(b"weights")
+    cfg, plan = RunConfig(corpus=str(corpus)), Plan.model_validate(PLAN)
+
+    def fp(c=cfg, threshold=None, teacher=None):
+        return fingerprint(corpus_shards(corpus), plan, c, proxy_dir, threshold, teacher)
+
+    store = UnitStore(tmp_path / "_rows")
+    store.open(fp(), resume=False)
+    with elsewhere.open("a") as f:  # the link is unchanged; what it points at grew
+        f.write('{"text": "two"}\n')
+    with pytest.raises(ResumeError, match="the corpus changed"):
+        store.open(fp(), resume=True)
+    store.open(fp(threshold=0.8, teacher="qwen"), resume=False)
+    for changed in (dict(threshold=0.7, teacher="qwen"), dict(threshold=0.8, teacher="gemma")):
+        with pytest.raises(ResumeError, match="the cascade changed"):
+            store.open(fp(**changed), resume=True)
+    with pytest.raises(ResumeError, match="the settings changed"):
+        store.open(fp(merge(cfg, {"mine.target_agreement": 0.9}), 0.8, "qwen"), resume=True)
+
+
+def test_a_manifest_line_torn_by_a_kill_hides_no_later_unit(tmp_path):
+    import pyarrow as pa
+
+    store = UnitStore(tmp_path / "_rows")
+    store.open({"corpus": "c"}, resume=False)
+    part = pa.table({"doc_id": ["a"], "status": ["kept"], "_row": [0], "_unit_rows": [1], "_last": [True]})
+    store.commit("f0000000-b0000000", [part], True)
+    with (store.folder / MANIFEST).open("a") as f:
+        f.write('{"unit": "f0000001-b00')  # the kill came mid-line
+    again = UnitStore(store.folder)
+    assert set(again.open({"corpus": "c"}, resume=True)) == {"f0000000-b0000000"}
+    again.commit("f0000002-b0000000", [part], True)
+    third = UnitStore(store.folder)
+    assert set(third.open({"corpus": "c"}, resume=True)) == {"f0000000-b0000000", "f0000002-b0000000"}
+
 @pytest.mark.slow
 def test_a_driver_that_dies_between_commits_resumes_from_its_units(ray_local, tmp_path, monkeypatch, cache_dir):
     """The same on a tiny corpus, in process: the driver dies after its fifth commit."""

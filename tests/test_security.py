@@ -117,3 +117,86 @@ def test_run_directory_holds_no_secrets(ray_local, tmp_path, cache_dir, monkeypa
     # settings may name where a key lives (api_key_env), never hold one
     names = {k for k in json.dumps(saved).lower().split('"')}
     assert not names & {"api_key", "key", "token", "secret", "password"} and saved["teacher"].get("api_key_env") is None
+
+
+class _Recorder:
+    """Two HTTP servers on 127.0.0.1, run in threads: one redirects every POST to the
+    other (another origin: another port), which records the headers it is sent."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.seen: list[dict] = []
+        seen = self.seen
+
+        class Target(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(dict(self.headers))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+
+            do_POST = do_GET
+
+            def log_message(self, *a):
+                pass
+
+        self.target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+        where = f"http://127.0.0.1:{self.target.server_address[1]}/v1/chat/completions"
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(302)
+                self.send_header("Location", where)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.redirect = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        self.url = f"http://127.0.0.1:{self.redirect.server_address[1]}/v1/chat/completions"
+        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.target, self.redirect)]
+        for t in self.threads:
+            t.start()
+
+    def close(self):
+        for s in (self.target, self.redirect):
+            s.shutdown()
+            s.server_close()
+
+
+def test_the_api_key_never_follows_a_redirect():
+    import asyncio
+
+    from falconer_ray.teacher.batched.http import ResilientSession, RetryPolicy, post_json, unwrap
+
+    key = "sk-" + secrets.token_hex(12)
+    servers = _Recorder()
+    try:
+        policy = RetryPolicy(max_retries=1, base_wait_s=0.01, timeout_s=5)
+        out = post_json(servers.url, {"x": 1}, {"Authorization": f"Bearer {key}"}, policy)
+        assert out["falconer_error"] == "http_302" and "redirects to http://127.0.0.1" in out["detail"]
+
+        async def through_the_stage_session():
+            async with ResilientSession(policy) as session:
+                return unwrap((await session.post(servers.url, headers={"Authorization": f"Bearer {key}"},
+                                                  data=b"{}")).__dict__["_body"])
+
+        out = asyncio.run(through_the_stage_session())
+        assert out["falconer_error"] == "http_302"
+        assert servers.seen == []  # the other origin heard nothing, so neither the key
+    finally:
+        servers.close()
+
+
+def test_a_key_given_as_the_variable_name_is_refused_unseen(tmp_path):
+    planted = "gsk_" + secrets.token_hex(16)
+    res = CliRunner().invoke(app, ["plan", "Find positive reviews", "--out", str(tmp_path / "run"), "--teacher", "openai",
+                                   "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m",
+                                   "--teacher-api-key-env", planted])
+    assert res.exit_code == 2 and "NAME of an environment variable" in res.output
+    assert planted not in res.output and planted[4:] not in res.output
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(planted in p.read_text(errors="replace") for p in written)

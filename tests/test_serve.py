@@ -23,6 +23,8 @@ from mining_helpers import PLAN, split_point
 TOKEN = "test-token-0123456789abcdef"
 MAX_BATCH = 6
 MAX_BYTES = 100_000
+MAX_DOC_CHARS = 30_000
+MAX_REQUEST_CHARS = 40_000
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,9 @@ class TestServer:
         from falconer_ray import serve as server
         from falconer_ray.bench.serve import free_port
 
-        url = server.start(run, "127.0.0.1", free_port(), max_batch=MAX_BATCH, max_request_bytes=MAX_BYTES, token=TOKEN)
+        limits = server.Limits(max_batch=MAX_BATCH, max_request_bytes=MAX_BYTES, max_doc_chars=MAX_DOC_CHARS,
+                               max_request_chars=MAX_REQUEST_CHARS, batch_chars=500)
+        url = server.start(run, "127.0.0.1", free_port(), limits=limits, token=TOKEN)
         yield url
         server.stop()
 
@@ -148,6 +152,8 @@ class TestServer:
         ({"texts": ["ok"], "extra": 1}, None, "/v1/mine", 422, "extra"),
         ({"texts": ["ok"] * (MAX_BATCH + 1)}, None, "/v1/mine", 413, "--max-batch"),
         ({"texts": ["x" * MAX_BYTES]}, None, "/v1/mine", 413, "--max-request-bytes"),
+        ({"texts": ["ok", "y " * (MAX_DOC_CHARS // 2 + 1)]}, None, "/v1/mine", 413, "texts[1] has 30,002 characters"),
+        ({"texts": ["z " * (MAX_REQUEST_CHARS // 4)] * 3}, None, "/v1/mine", 413, "--max-request-chars"),
         (None, "GET", "/v1/mine", 405, "takes POST"),
         ({"texts": ["ok"]}, None, "/v1/plan", 405, "takes GET"),
         (None, "GET", "/v2/mine", 404, "no route"),
@@ -158,6 +164,13 @@ class TestServer:
         got, reply = call(url, path, body, method=method)
         assert got == status and reason in reply["error"], reply
         assert "Traceback" not in reply["error"]
+
+    @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "10.0.0.1", "[2001:db8::1]:8000"])
+    def test_a_foreign_host_header_is_refused(self, url, host):
+        """A page whose name was rebound to 127.0.0.1 still sends its own name as Host."""
+        status, reply = call(url, "/v1/mine", {"texts": ["A fine film."]}, headers={"Host": host})
+        assert status == 400 and "Host header" in reply["error"]
+        assert call(url, "/healthz", token=None, headers={"Host": "localhost:1"})[0] == 200
 
     def test_still_answers_after_bad_requests(self, url):
         status, reply = call(url, "/v1/mine", {"texts": ["Tom Hanks is superb."]})
@@ -190,6 +203,21 @@ def test_serve_cli_errors_are_clear(tmp_path, monkeypatch):
     assert no_token.exit_code == 2 and "FALCONER_TEST_TOKEN is not set" in no_token.output
     untrained = runner.invoke(app, ["serve", str(run.path)])
     assert untrained.exit_code == 2 and "falconer train" in untrained.output
+    for host in ("0.0.0.0", "192.0.2.7", "::"):  # off loopback, a token is not optional
+        open_door = runner.invoke(app, ["serve", str(run.path), "--host", host])
+        assert open_door.exit_code == 2 and "needs a token" in open_door.output, open_door.output
     for args in (["--requests", "0"], ["--concurrency", "0"], ["--texts-per-request", "0"]):
         bad = runner.invoke(app, ["bench", "serve", str(run.path), *args])
         assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_request_limits_and_host_rules():
+    from falconer_ray.serve import hosts_allowed, host_name, pieces
+
+    assert pieces(["aaaa", "bb", "c", "dddddd", "e"], 6) == [["aaaa", "bb"], ["c"], ["dddddd"], ["e"]]
+    assert pieces(["x" * 10], 4) == [["x" * 10]]  # a text is never split
+    assert [host_name(h) for h in ("LocalHost:8000", "127.0.0.1", "[::1]:80", "::1", "evil.example:1")] == \
+        ["localhost", "127.0.0.1", "::1", "::1", "evil.example"]
+    assert hosts_allowed("127.0.0.1") == {"localhost", "127.0.0.1", "::1"}
+    assert hosts_allowed("0.0.0.0") is None and hosts_allowed("0.0.0.0", ("api.example",)) == {"api.example"}
+    assert hosts_allowed("192.0.2.7", ("api.example",)) == {"192.0.2.7", "api.example"}

@@ -47,7 +47,7 @@ class Extractions(NamedTuple):
 
 def _lookup(teacher: Teacher, cache: AnnotationCache | None, op: str, texts, instruction):
     shown = [clip_document(t, teacher.max_doc_chars) for t in texts]
-    keys = [cache_key(teacher.name, op, instruction, s) for s in shown]
+    keys = [cache_key(getattr(teacher, "cache_id", teacher.name), op, instruction, s) for s in shown]
     hits = cache.get_many(keys) if cache is not None else {}
     # Deduplicate misses: identical documents cost one call.
     misses = list(dict.fromkeys(k for k in keys if k not in hits))

@@ -80,6 +80,7 @@ def bench_serve(
     texts_per_request: Annotated[int, typer.Option(min=1, max=65_536, help="Documents in each request.")] = 4,
     replicas: Replicas = 1,
     source: Source = "imdb",
+    heavy: Annotated[bool, typer.Option(help="Run the load again beside one client that sends the largest requests the server takes, in a loop; report both p99s.")] = False,
     json_file: JsonOut = None,
 ):
     """Load-test `falconer serve` on 127.0.0.1: p50/p99 latency, docs/s, requests/s, errors.
@@ -89,7 +90,7 @@ def bench_serve(
     from falconer_ray.bench.serve import run_serve_bench
 
     existing_run(run_dir)
-    emit_json(run_serve_bench(run_dir, requests, concurrency, texts_per_request, source, replicas), json_file)
+    emit_json(run_serve_bench(run_dir, requests, concurrency, texts_per_request, source, replicas, heavy=heavy), json_file)
 
 
 @bench_app.command("sequence")

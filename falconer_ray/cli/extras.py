@@ -52,7 +52,7 @@ def pretrain(
         raise FileNotFoundError(f"--proxy-base {proxy_base} does not exist")
     cfg = load_config(config, seed=seed, text_field=text_field, **{
         "proxy.base": proxy_base, "train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
-    check_fields(corpus, cfg.text_field, cfg.id_field, cfg.text_unit)
+    check_fields(corpus, **cfg.read_options())
     texts, skipped = read_texts(corpus, cfg, limit=docs)
     note(f"[bold]pretraining[/] {cfg.proxy.base} on {instances} instances from {len(texts)} documents"
          + (f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""))
@@ -116,7 +116,12 @@ def serve_cmd(
     replicas: Replicas = 1,
     max_batch: Annotated[int, typer.Option(min=1, max=65_536, help="Most texts one request may carry.")] = 64,
     max_request_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body, in bytes.")] = 1 << 20,
-    token_env: Annotated[Optional[str], typer.Option(help="Require `Authorization: Bearer TOKEN`, TOKEN read from this environment variable.")] = None,
+    max_doc_chars: Annotated[int, typer.Option(min=100, help="Longest text, in characters (413 beyond).")] = 32_000,
+    max_request_chars: Annotated[int, typer.Option(min=100, help="Most characters of all texts of one request (413 beyond).")] = 256_000,
+    request_timeout_s: Annotated[float, typer.Option(min=0.1, help="Cancel a request unanswered after this many seconds (408).")] = 60.0,
+    max_queued: Annotated[int, typer.Option(min=1, help="Requests waiting beyond this are refused at once (503).")] = 256,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(help="A name clients may use in the Host header besides the listening address (repeatable); off loopback with 0.0.0.0, naming any limits Host to these.")] = None,
+    token_env: Annotated[Optional[str], typer.Option(help="Require `Authorization: Bearer TOKEN`, TOKEN read from this environment variable; needed off loopback.")] = None,
 ):
     """Serve the run's trained pipeline over HTTP with Ray Serve, until Ctrl-C.
 
@@ -129,10 +134,9 @@ def serve_cmd(
 
     run_path = existing_run(run_dir)
     token = server.token_from_env(token_env) if token_env else None
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        typer.secho(f"warning: listening on {host} without --token-env: anyone who can reach it can use it",
-                    fg="yellow", err=True)
-    url = server.start(run_path, host, port, replicas, max_batch, max_request_bytes, token)
+    limits = server.Limits(max_batch=max_batch, max_request_bytes=max_request_bytes, max_doc_chars=max_doc_chars,
+                           max_request_chars=max_request_chars, request_timeout_s=request_timeout_s, max_queued=max_queued)
+    url = server.start(run_path, host, port, replicas, limits, token, allowed_hosts=tuple(allowed_host or ()))
     typer.echo(f"serving {run_path.path} at {url}  (POST {url}/v1/mine, GET {url}/healthz; Ctrl-C stops)")
     server.serve_until_interrupted()
 

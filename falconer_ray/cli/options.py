@@ -35,6 +35,9 @@ def teacher_flags(kind: str | None, model: str | None, url: str | None, key_env:
     return {"teacher.kind": kind, "teacher.model": model, "teacher.url": url, "teacher.api_key_env": key_env}
 
 
+SECRET_NAMES = {"api_key_env", "token_env"}  # settings whose bad value may be a pasted secret: never echoed
+
+
 def friendly(fn):
     """Known user errors end with a one-line message and exit code 2, not a traceback."""
     from falconer_ray.corpus.read import CorpusError
@@ -49,7 +52,8 @@ def friendly(fn):
         except ValidationError as e:  # a setting out of range: name it, say what is allowed
             for err in e.errors():
                 where = setting_name(err["loc"])
-                got = f" (got {err['input']!r:.60})" if err["type"] != "extra_forbidden" else ""
+                shown = err["type"] != "extra_forbidden" and not SECRET_NAMES & set(map(str, err["loc"]))
+                got = f" (got {err['input']!r:.60})" if shown else ""
                 what = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
                 typer.secho(f"error: {where}: {what}{got}", fg="red", err=True)
             raise typer.Exit(2) from None

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from falconer_ray.config.prices import Prices, migrate
 from falconer_ray.config.teacher import BACKENDS, EmbeddedTeacherConfig, TeacherConfig, drop_foreign_defaults
+from falconer_ray.files import write_text
 
 
 class ProxyConfig(BaseModel):
@@ -82,6 +83,9 @@ class QuoteConfig(BaseModel):
     count_bytes: int = Field(2 << 30, ge=1 << 20, description="Bytes read to count documents exactly; beyond them the count is extrapolated.")
 
 
+MAX_DOC_CHARS = 1_000_000
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
     instruction: str = ""
@@ -90,6 +94,8 @@ class RunConfig(BaseModel):
     id_field: str | None = None
     text_unit: Literal["file", "line"] = Field("file", description="For .txt files: one document per file or per line.")
     limit: int | None = Field(None, ge=1, description="Use only the first N documents of the corpus.")
+    max_doc_chars: int = Field(MAX_DOC_CHARS, ge=1000, description="A longer document becomes an error row "
+                               "(too_large) instead of one huge row that holds up its batch and the memory.")
     n_annotate: int = Field(300, ge=10, le=1_000_000, description="Documents the teacher annotates.")
     min_span_docs: int = Field(100, ge=0, le=1_000_000, description="Span steps are annotated on the documents the "
                                "teacher's labels keep, as mining extracts only from kept ones; when fewer are kept, "
@@ -111,8 +117,13 @@ class RunConfig(BaseModel):
             data = {**data, "teacher": drop_foreign_defaults(data["teacher"])}
         return data
 
+    def read_options(self) -> dict:
+        """How the corpus readers turn rows into documents (`corpus.read` keywords)."""
+        return {"text_field": self.text_field, "id_field": self.id_field, "text_unit": self.text_unit,
+                "max_doc_chars": self.max_doc_chars}
+
     def save(self, run_dir: Path) -> None:
-        (run_dir / "config.json").write_text(self.model_dump_json(indent=2) + "\n")
+        write_text(run_dir / "config.json", self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, run_dir: Path) -> RunConfig:

@@ -8,6 +8,7 @@ asks which backend it has. `falconer_ray.teacher` maps each class to its builder
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -108,8 +109,10 @@ class OpenAITeacherConfig(_Prompted):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("_", "").isalnum():
-            raise ValueError("api_key_env must be the NAME of an environment variable (letters, digits, _), not the key itself")
+        if v is not None and not is_env_name(v):
+            # The value is never repeated: it may be the key itself.
+            raise ValueError("api_key_env must be the NAME of an environment variable (like OPENAI_API_KEY), "
+                             "not the key itself; the value given is not shown")
         return v
 
     def missing(self) -> list[str]:
@@ -117,6 +120,20 @@ class OpenAITeacherConfig(_Prompted):
 
     def endpoint(self) -> str | None:
         return self.url
+
+
+KEY_PREFIXES = ("sk-", "sk_", "gsk_", "hf_", "akia", "asia", "ghp_", "gho_", "github_pat_", "glpat-", "xox",
+                "aiza", "ya29.")
+
+
+def is_env_name(value: str) -> bool:
+    """A plausible environment variable name, and not an API key pasted in its place:
+    keys have well-known prefixes, or are long runs of mixed case and digits where
+    variable names are words in capitals."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value) or value.lower().startswith(KEY_PREFIXES):
+        return False
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+    return not (mixed and len(value) >= 20)
 
 
 class VLLMTeacherConfig(_Prompted):

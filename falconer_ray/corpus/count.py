@@ -5,7 +5,6 @@ Mining sizes its calls and progress from the count; the quote scales its pilot t
 
 from __future__ import annotations
 
-import gzip
 import zlib
 
 import pyarrow as pa
@@ -13,6 +12,7 @@ import pyarrow.parquet as pq
 
 from falconer_ray.config import RunConfig
 from falconer_ray.corpus.read import file_format, iter_corpus, list_files
+from falconer_ray.corpus.rows import open_binary
 
 COUNT_CHUNK = 1 << 20
 
@@ -33,9 +33,8 @@ def count_documents(cfg: RunConfig, budget: int) -> dict:
             elif read >= budget:
                 skipped_bytes += size
             else:
-                opener = gzip.open if path.suffix.lower() == ".gz" else open
                 lines, last = 0, b"\n"
-                with opener(path, "rb") as f:
+                with open_binary(path) as f:
                     while chunk := f.read(COUNT_CHUNK):
                         lines += chunk.count(b"\n")
                         last = chunk[-1:]
@@ -59,7 +58,7 @@ def count_documents(cfg: RunConfig, budget: int) -> dict:
 def pilot_texts(cfg: RunConfig, n: int) -> list[str]:
     """The first n valid documents, read without Ray."""
     texts: list[str] = []
-    for table in iter_corpus(cfg.corpus, cfg.text_field, cfg.id_field, cfg.text_unit):
+    for table in iter_corpus(cfg.corpus, **cfg.read_options()):
         texts += [t for t, e in zip(table.column("text").to_pylist(), table.column("error").to_pylist()) if not e]
         if len(texts) >= n:
             break

@@ -9,19 +9,21 @@ becomes an error row with a reason, and every document gets a stable id
 from __future__ import annotations
 
 import csv
-import gzip
-import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from rich.markup import escape
+
+from falconer_ray.config.run import MAX_DOC_CHARS
+from falconer_ray.corpus.rows import ROWS_PER_CHUNK, document, records
+from falconer_ray.progress import note
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
            ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
 ROW_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("error", pa.string())])
-ROWS_PER_CHUNK = 512
 
 
 class CorpusError(ValueError):
@@ -50,70 +52,23 @@ def list_files(corpus: str | Path) -> list[Path]:
                    and (p.is_file() or (p.is_symlink() and not p.exists())))
     if not files:
         raise CorpusError(f"{root} holds no corpus files ({', '.join(sorted(FORMATS))}, optionally .gz)")
+    _note_links_outside(root, files)
     return files
 
 
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+_NOTED: set[str] = set()  # corpora whose outside links were already named in this process
 
 
-def _safe_lines(path: Path) -> Iterator[tuple[str, str]]:
-    """(line, error) per line, decoded one by one so a bad byte costs one line only."""
-    with _open_binary(path) as f:
-        for raw in f:
-            try:
-                yield raw.decode("utf-8"), ""
-            except UnicodeDecodeError as e:
-                yield "", f"invalid_utf8: {e.reason} at byte {e.start} of the line"
-
-
-def _records(path: Path, fmt: str, text_unit: str) -> Iterator[tuple[dict | None, str]]:
-    """Yield (record, error) per row of one file; record is None when the row is bad."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_CHUNK):
-            yield from ((r, "") for r in batch.to_pylist())
-        return
-    if fmt == "text" and text_unit == "file":
-        with _open_binary(path) as f:
-            data = f.read()
-        try:
-            yield {"text": data.decode("utf-8")}, ""
-        except UnicodeDecodeError as e:
-            yield None, f"invalid_utf8: {e.reason} at byte {e.start}"
-        return
-    lines = _safe_lines(path)
-    if fmt in ("csv", "tsv"):
-        bad: list[str] = []
-
-        def good_lines():
-            for line, err in lines:
-                if err:
-                    bad.append(err)  # reported after the reader; a CSV record can span lines
-                else:
-                    yield line
-
-        reader = csv.DictReader(good_lines(), delimiter="," if fmt == "csv" else "\t")
-        try:
-            for row in reader:
-                yield row, ""
-        except csv.Error as e:
-            yield None, f"unreadable_csv: {e} (line {reader.line_num})"
-        yield from ((None, err) for err in bad)
-        return
-    for line, err in lines:
-        if err:
-            yield None, err
-        elif fmt == "text":
-            yield {"text": line.rstrip("\r\n")}, ""
-        elif line.strip():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield None, f"malformed_json: {e.msg} (column {e.colno})"
-                continue
-            yield (rec, "") if isinstance(rec, dict) else (None, "malformed_json: line is not an object")
+def _note_links_outside(root: Path, files: list[Path]) -> None:
+    """Say so when corpus files are links to outside the corpus folder: they are read
+    (a corpus may be assembled from links) but the user should know what is in it."""
+    base = root.resolve()
+    outside = [p for p in files if p.exists() and not p.resolve().is_relative_to(base)]
+    if outside and str(base) not in _NOTED:
+        _NOTED.add(str(base))
+        first = outside[0]
+        note(escape(f"{len(outside)} corpus file(s) in {root} link to outside it, e.g. {first.relative_to(root)} -> "
+                    f"{first.resolve()}; they are read as part of the corpus"))
 
 
 FIELD_CHECK_FILES = 16  # corpus files whose first rows `check_fields` reads
@@ -121,23 +76,23 @@ FIELD_CHECK_ROWS = 50  # records read per file
 
 
 def check_fields(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
-                 text_unit: str = "file") -> None:
+                 text_unit: str = "file", max_doc_chars: int = MAX_DOC_CHARS) -> None:
     """Fail at once, before any teacher call, when no record among the first rows of the
     corpus has the text field (or the id field): a mistyped flag, not bad rows. A corpus
     where some rows have the field and others lack it passes; those rows become
     `missing_text_field` error rows when it is read."""
     seen: dict[str, None] = {}  # field names in order of first appearance
     has_text = has_id = False
-    records = 0
+    parsed = 0
     for path in list_files(corpus)[:FIELD_CHECK_FILES]:
         fmt = file_format(path)
         try:
-            for k, (rec, _) in enumerate(_records(path, fmt, text_unit)):
+            for k, (rec, _) in enumerate(records(path, fmt, text_unit, max_doc_chars)):
                 if k >= FIELD_CHECK_ROWS:
                     break
                 if rec is None:
                     continue
-                records += 1
+                parsed += 1
                 seen.update(dict.fromkeys(rec))
                 has_text = has_text or rec.get(text_field) is not None
                 has_id = has_id or not id_field or rec.get(id_field) not in (None, "")
@@ -145,7 +100,7 @@ def check_fields(corpus: str | Path, text_field: str = "text", id_field: str | N
             continue  # an unreadable file is an error row when mined, not a verdict on the fields
         if has_text and has_id:
             return
-    if not records:
+    if not parsed:
         return  # nothing parsed: the reader's error rows say why
     fields = ", ".join(repr(f) for f in list(seen)[:20]) + (" ..." if len(seen) > 20 else "")
     where = f"the first rows of {corpus}"
@@ -177,7 +132,8 @@ class Shard:
 
 
 def corpus_shards(corpus: str | Path, limit: int | None = None, text_field: str = "text",
-                  id_field: str | None = None, text_unit: str = "file") -> list[Shard]:
+                  id_field: str | None = None, text_unit: str = "file",
+                  max_doc_chars: int = MAX_DOC_CHARS) -> list[Shard]:
     """The corpus files in order; with `limit`, only the first files up to N rows.
 
     `limit` means the first N rows in file order, the same on every run: the files are
@@ -190,7 +146,8 @@ def corpus_shards(corpus: str | Path, limit: int | None = None, text_field: str 
         return shards
     out, left = [], limit
     for s in shards:
-        n = sum(t.num_rows for t in read_file(s, text_field, id_field, text_unit, max_rows=left))
+        n = sum(t.num_rows for t in read_file(s, text_field, id_field, text_unit, max_rows=left,
+                                                   max_doc_chars=max_doc_chars))
         out.append(Shard(s.index, s.path, s.rel, max_rows=left))
         left -= n
         if left <= 0:
@@ -207,14 +164,15 @@ def _table(ids, texts, errors, meta, schema) -> pa.Table:
 
 def read_file(shard: Shard, text_field: str, id_field: str | None, text_unit: str,
               max_rows: int | None = None, unit_rows: int | None = None,
-              skip: frozenset[str] = frozenset()) -> Iterator[pa.Table]:
+              skip: frozenset[str] = frozenset(), max_doc_chars: int = MAX_DOC_CHARS) -> Iterator[pa.Table]:
     """Rows of one corpus file, in chunks so a huge shard never sits whole in memory.
 
     With `unit_rows`, rows also carry their unit of work (`_unit`: block of `unit_rows`
     rows of this file) and row number; the last chunk of each unit says how many rows
     the unit has (`_unit_rows`) and whether it ends the file (`_last`), so a consumer
     can tell when a unit is complete. Units in `skip` (already done) are read past
-    but not emitted.
+    but not emitted. A row that cannot be turned into a document, for any reason, is
+    an error row: one row never fails its file.
     """
     fmt = file_format(shard.path)
     cap = shard.max_rows if max_rows is None else max_rows
@@ -247,22 +205,15 @@ def read_file(shard: Shard, text_field: str, id_field: str | None, text_unit: st
 
     n = 0
     try:
-        for rec, err in _records(shard.path, fmt, text_unit):
+        for rec, err in records(shard.path, fmt, text_unit, max_doc_chars):
             if cap is not None and n >= cap:
                 break
             doc_id, text = f"{shard.rel}:{n}", ""
             if rec is not None:
-                if id_field and rec.get(id_field) not in (None, ""):
-                    doc_id = str(rec[id_field])
-                value = rec.get(text_field)
-                if value is None:
-                    err = f"missing_text_field: no '{text_field}' in record (fields: {', '.join(list(rec)[:8])})"
-                elif not isinstance(value, str):
-                    err = f"text_not_string: '{text_field}' is {type(value).__name__}"
-                elif not value.strip():
-                    err = "empty_text"
-                else:
-                    text = value
+                try:
+                    doc_id, text, err = document(rec, doc_id, text_field, id_field, max_doc_chars)
+                except Exception as e:  # noqa: BLE001 - whatever a record holds, it costs one row
+                    err = f"bad_record: {type(e).__name__}: {e}"[:500]
             yield from add(n, doc_id, text, err)
             n += 1
     except (OSError, EOFError, zlib.error, csv.Error, pa.ArrowException) as e:  # the rest of the file is unreadable
@@ -274,7 +225,8 @@ def read_file(shard: Shard, text_field: str, id_field: str | None, text_unit: st
 
 def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
                 text_unit: str = "file", limit: int | None = None, *, shards: list[Shard] | None = None,
-                unit_rows: int | None = None, skip: frozenset[str] = frozenset(), readers: int | None = None):
+                unit_rows: int | None = None, skip: frozenset[str] = frozenset(), readers: int | None = None,
+                max_doc_chars: int = MAX_DOC_CHARS):
     """A Ray Dataset of (doc_id, text, error), one read task per file.
 
     `shards` (from `corpus_shards`) and `unit_rows`/`skip` are for mining in units
@@ -284,12 +236,14 @@ def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | No
     """
     import ray.data
 
-    shards = shards if shards is not None else corpus_shards(corpus, limit, text_field, id_field, text_unit)
+    shards = shards if shards is not None else corpus_shards(corpus, limit, text_field, id_field, text_unit,
+                                                                max_doc_chars)
     by_index = {s.index: s for s in shards}
 
     def read_batch(batch: dict) -> Iterator[pa.Table]:
         for i in batch["index"]:
-            yield from read_file(by_index[int(i)], text_field, id_field, text_unit, unit_rows=unit_rows, skip=skip)
+            yield from read_file(by_index[int(i)], text_field, id_field, text_unit, unit_rows=unit_rows, skip=skip,
+                                 max_doc_chars=max_doc_chars)
 
     ds = ray.data.from_items([{"index": s.index} for s in shards], override_num_blocks=max(1, len(shards)))
     # Reading is light next to the model: it claims no CPU slot, so proxy actors that
@@ -299,7 +253,8 @@ def read_corpus(corpus: str | Path, text_field: str = "text", id_field: str | No
 
 
 def iter_corpus(corpus: str | Path, text_field: str = "text", id_field: str | None = None,
-                text_unit: str = "file", limit: int | None = None) -> Iterator[pa.Table]:
+                text_unit: str = "file", limit: int | None = None,
+                max_doc_chars: int = MAX_DOC_CHARS) -> Iterator[pa.Table]:
     """The same rows without Ray, for small corpora and tests."""
-    for s in corpus_shards(corpus, limit, text_field, id_field, text_unit):
-        yield from read_file(s, text_field, id_field, text_unit)
+    for s in corpus_shards(corpus, limit, text_field, id_field, text_unit, max_doc_chars):
+        yield from read_file(s, text_field, id_field, text_unit, max_doc_chars=max_doc_chars)

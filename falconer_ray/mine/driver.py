@@ -22,7 +22,8 @@ from falconer_ray.mine.actors import ACTOR, BUSY, ProxyStage, TeacherStage
 from falconer_ray.mine.cascade import load_threshold
 from falconer_ray.mine.outputs import split_outputs
 from falconer_ray.mine.runtime_choice import choose_runtime
-from falconer_ray.mine.units import ResumeError, UnitCollector, UnitStore, check_complete, fingerprint, shard_done
+from falconer_ray.mine.units import (ResumeError, UnitCollector, UnitStore, check_complete, fingerprint, shard_done,
+                                    teacher_identity)
 from falconer_ray.plan.schema import Plan
 from falconer_ray.progress import watch
 from falconer_ray.rundir import RunDir, read_json, write_json
@@ -70,9 +71,9 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     proxy_dir = run.require(run.proxy, "train")
     cfg, runtime = choose_runtime(run, plan, cfg)
     threshold = load_threshold(run, cfg)
-    read_args = (cfg.text_field, cfg.id_field, cfg.text_unit)
-    shards = corpus_shards(cfg.corpus, cfg.limit, *read_args)
-    fp = fingerprint(shards, plan, cfg, proxy_dir)
+    read_args = cfg.read_options()
+    shards = corpus_shards(cfg.corpus, cfg.limit, **read_args)
+    fp = fingerprint(shards, plan, cfg, proxy_dir, threshold, teacher_identity(cfg) if threshold is not None else None)
     done_before = read_json(run.mine_stats)
     if resume and not run.rows.exists() and done_before.get("fingerprint"):  # the last run finished
         changed = sorted(k for k in fp if done_before["fingerprint"].get(k) != fp[k])
@@ -98,7 +99,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     per_call = call_size(cfg, expected, high)
     busy, answered = 0.0, 0  # seconds the proxy actors spent in their calls; how many actors
     if todo:
-        ds = read_corpus(cfg.corpus, *read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused), readers=high)
+        ds = read_corpus(cfg.corpus, **read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused), readers=high)
         threads = max(1, int(cfg.mine.cpus_per_actor))
         ds = ds.map_batches(
             ProxyStage,

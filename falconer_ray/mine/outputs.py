@@ -21,6 +21,7 @@ from falconer_ray.corpus.read import Shard
 from falconer_ray.corpus.repeated_ids import repeated_ids
 from falconer_ray.plan.execute import output_schema
 from falconer_ray.plan.schema import Plan
+from falconer_ray.files import written_atomically
 from falconer_ray.rundir import RunDir
 
 
@@ -58,9 +59,8 @@ def mark_duplicate_ids(run: RunDir, shards: list[Shard], plan: Plan) -> int:
                 for name in rows_:
                     if name in answer_columns:
                         rows_[name][i] = None
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(pa.table(rows_, schema=table.schema), tmp)
-        os.replace(tmp, path)
+        with written_atomically(path) as tmp:
+            pq.write_table(pa.table(rows_, schema=table.schema), tmp)
     return sum(len(at) for at in moves.values())
 
 
@@ -132,9 +132,7 @@ def split_outputs(plan: Plan, cfg: RunConfig, run: RunDir, shards: list[Shard]) 
 
 
 def write_jsonl(parquet_dir, path) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w") as f:
+    with written_atomically(path) as tmp, tmp.open("w") as f:
         for batch in pads.dataset(str(parquet_dir), format="parquet").to_batches():
             for row in batch.to_pylist():
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

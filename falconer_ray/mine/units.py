@@ -26,14 +26,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from falconer_ray.corpus.read import Shard, read_file
+from falconer_ray.files import write_text, written_atomically
 from falconer_ray.rundir import write_json
+from falconer_ray.teacher.gguf_models import content_digest, resolve_gguf
 
 MANIFEST = "_manifest.jsonl"
 FINGERPRINT = "_fingerprint.json"
 KEPT_META = ["_unit", "_row"]  # kept in unit files: corpus order, for duplicate ids
 READER_META = ["_unit_rows", "_last"]  # only needed until a unit is complete
-OUTPUT_FIELDS = ("corpus", "text_field", "id_field", "text_unit", "limit", "proxy",
-                 "mine.label_threshold", "mine.span_threshold", "mine.keep_text", "mine.unit_rows")
+OUTPUT_FIELDS = ("corpus", "text_field", "id_field", "text_unit", "max_doc_chars", "limit", "proxy",
+                 "mine.label_threshold", "mine.span_threshold", "mine.keep_text", "mine.unit_rows",
+                 "mine.target_agreement", "mine.delta")
 
 
 class ResumeError(ValueError):
@@ -45,12 +48,21 @@ def digest(value) -> str:
 
 
 def file_stat(path: Path) -> list:
-    st = path.lstat()
-    return [st.st_size, st.st_mtime_ns]
+    """What a resume compares of one file: a symlink is its target's (where it points,
+    its size and mtime), so a target that grew is noticed; a broken link is the link's."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = path.lstat()
+        return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns] + ([str(path.resolve())] if path.is_symlink() else [])
 
 
-def fingerprint(shards: list[Shard], plan, cfg, proxy_dir: Path) -> dict[str, str]:
-    """One short hash per thing a resume must not see change, so a refusal can say which."""
+def fingerprint(shards: list[Shard], plan, cfg, proxy_dir: Path, threshold: float | None = None,
+                teacher_id: str | None = None) -> dict[str, str]:
+    """One short hash per thing a resume must not see change, so a refusal can say which.
+    With a cascade, the calibrated threshold and the teacher (its endpoint or weights)
+    answer part of the documents, so they are part of it."""
     settings = cfg.model_dump()
     picked = {}
     for key in OUTPUT_FIELDS:
@@ -65,7 +77,18 @@ def fingerprint(shards: list[Shard], plan, cfg, proxy_dir: Path) -> dict[str, st
         "settings": digest(picked),
         "plan": digest(plan.model_dump(by_alias=True)),
         "proxy": digest([[p.name, *file_stat(p)] for p in proxy_files]),
+        **({"cascade": digest([threshold, teacher_id])} if threshold is not None else {}),
     }
+
+
+def teacher_identity(cfg) -> str:
+    """The cascade's teacher as a resume must see it: its settings (endpoint, model) and,
+    for a model file, the file's content."""
+    teacher = cfg.teacher
+    ident = teacher.model_dump(mode="json")
+    if teacher.kind == "embedded":
+        ident["sha256"] = content_digest(resolve_gguf(teacher.model_name()))
+    return json.dumps(ident, sort_keys=True)
 
 
 class UnitStore:
@@ -86,6 +109,8 @@ class UnitStore:
                     f"cannot resume: the {', '.join(changed)} changed since the interrupted run "
                     f"({self.folder.parent}); rerun without --resume to mine everything again")
             self.entries = self._read_manifest()
+            # Rewritten whole: a line torn by the kill would otherwise swallow the next entry.
+            write_text(self.folder / MANIFEST, "".join(json.dumps(e) + "\n" for e in self.entries.values()))
             for stray in self.folder.glob(".*.tmp"):
                 stray.unlink()
             return dict(self.entries)
@@ -98,10 +123,11 @@ class UnitStore:
         path = self.folder / MANIFEST
         entries = {}
         if path.exists():
-            for line in path.read_text().splitlines():
+            for line in path.read_text(errors="replace").splitlines():
                 try:
                     e = json.loads(line)
-                except json.JSONDecodeError:
+                    e["unit"], e["rows"]
+                except (ValueError, TypeError, KeyError):
                     continue  # a line torn by a kill: its unit is mined again
                 if (self.folder / f"{e['unit']}.parquet").exists():
                     entries[e["unit"]] = e
@@ -109,9 +135,8 @@ class UnitStore:
 
     def commit(self, unit: str, parts: list[pa.Table], last: bool) -> dict:
         table = pa.concat_tables(parts).sort_by("_row").drop_columns(READER_META)
-        tmp, final = self.folder / f".{unit}.parquet.tmp", self.folder / f"{unit}.parquet"
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        with written_atomically(self.folder / f"{unit}.parquet") as tmp:
+            pq.write_table(table, tmp)
         status = table.column("status")
         entry = {"unit": unit, "rows": table.num_rows, "last": last,
                  **{s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}}
@@ -181,10 +206,10 @@ def shard_done(shard: Shard, entries: dict[str, dict], unit_rows: int) -> bool:
     return False
 
 
-def check_complete(shards: list[Shard], entries: dict[str, dict], unit_rows: int, read_args: tuple) -> None:
+def check_complete(shards: list[Shard], entries: dict[str, dict], unit_rows: int, read_args: dict) -> None:
     """Every corpus file is fully committed; a file with no units must really be empty."""
     for s in shards:
         if shard_done(s, entries, unit_rows):
             continue
-        if any(e.startswith(f"f{s.index:07d}-") for e in entries) or any(t.num_rows for t in read_file(s, *read_args)):
+        if any(e.startswith(f"f{s.index:07d}-") for e in entries) or any(t.num_rows for t in read_file(s, **read_args)):
             raise RuntimeError(f"{s.rel} was not mined completely: documents were lost")

@@ -21,6 +21,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from falconer_ray.files import write_text
+
 MAX_DEPTH = 6
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
@@ -148,7 +150,7 @@ class Plan(BaseModel):
         return self.model_dump_json(indent=2, by_alias=True, exclude_none=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        write_text(Path(path), self.to_json() + "\n")
 
     @classmethod
     def from_json(cls, text: str, source: str = "plan") -> Plan:

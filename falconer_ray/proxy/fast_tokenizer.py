@@ -27,6 +27,7 @@ class FastTokenizer:
 
     def count(self, text: str) -> int:
         """Tokens in `text` alone, without special tokens, truncation or padding."""
+        self.backend.encode_special_tokens = True  # "[SEP]" in a document is text, not a separator
         self.backend.no_truncation()
         self.backend.no_padding()
         return len(self.backend.encode(text, add_special_tokens=False).ids)
@@ -37,7 +38,10 @@ class FastTokenizer:
     def pairs(self, first: str, seconds: list[str], max_length: int, stride: int) -> list[list[Encoding]]:
         """Per second text, the encodings of (first, second) cut into windows of
         `max_length` tokens: the second text overflows into the next window, which
-        repeats its last `stride` tokens. Unpadded."""
+        repeats its last `stride` tokens. Unpadded. Special-token text inside either
+        text ("[SEP]", "</s>") is read as plain text, so a document cannot forge the
+        structure the proxy was trained on."""
+        self.backend.encode_special_tokens = True
         self.backend.enable_truncation(max_length, stride=stride, strategy="only_second", direction="right")
         self.backend.no_padding()
         encodings = self.backend.encode_batch([(first, s) for s in seconds])

@@ -19,6 +19,7 @@ import pyarrow.dataset as pads
 from markupsafe import Markup, escape
 
 from falconer_ray.config import RunConfig
+from falconer_ray.files import write_text
 from falconer_ray.cost import baseline as all_teacher
 from falconer_ray.cost.accounting import stage_usd
 from falconer_ray.plan.execute import TEACHER_YES
@@ -44,9 +45,7 @@ def write_report_html(run: RunDir, report: dict | None = None) -> Path:
     env.filters["code_marks"] = code_marks
     html = env.get_template("report.html.j2").render(**context(run, report))
     out = run.path / "report.html"
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, html)
     return out
 
 

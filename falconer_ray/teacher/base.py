@@ -81,8 +81,10 @@ class TeacherStats:
 class Teacher(Protocol):
     """An LLM that annotates documents for the two primitives.
 
-    `name` identifies model *and* prompting (it is part of every cache key, so two
-    teachers that could answer differently must have different names).
+    `name` identifies model *and* prompting for people; `cache_id`, where a teacher has
+    one, adds what tells two such teachers apart (the endpoint, the weights' SHA-256)
+    and keys the annotation cache instead, so two teachers that could answer
+    differently never share answers.
     `max_doc_chars` is how much of each document the teacher sees; callers clip with
     `falconer_ray.teacher.prompts.clip_document` to learn exactly what was shown.
     `call_chunk` is how many documents one call should carry, so that progress and the

@@ -19,13 +19,14 @@ import numpy as np
 from falconer_ray.teacher import prompts
 from falconer_ray.teacher.base import ProgressFn, TeacherStats
 from falconer_ray.config.teacher import default_embedded_model
-from falconer_ray.teacher.gguf_models import ALIASES, GEMMA, QWEN_0_5B, QWEN_1_5B, SMOLLM2, resolve_gguf
+from falconer_ray.teacher.gguf_models import ALIASES, GEMMA, QWEN_0_5B, QWEN_1_5B, SMOLLM2, content_digest, resolve_gguf
 from falconer_ray.teacher.validate import parse_span_answer
 
 # Style that measured best per known model; unknown files get few-shot, which
 # works for base and instruct models alike.
 AUTO_STYLE = {GEMMA: "fewshot", SMOLLM2: "fewshot", QWEN_1_5B: "chat", QWEN_0_5B: "chat"}
 SPAN_MAX_TOKENS = 64
+DOC_SLOT = "\x00document\x00"  # stands for the document while a chat prompt is cut around it
 
 
 def default_threads() -> int:
@@ -76,6 +77,7 @@ class EmbeddedTeacher:
         self.max_doc_chars = max_doc_chars
         self.stats = TeacherStats()
         self.name = f"embedded:{self.model_id}:{self.style}"
+        self.cache_id = f"{self.name}#{content_digest(self.path)[:16]}"  # two files of one name are two models
         self.llm = _load(
             Llama,
             model_path=str(self.path),
@@ -158,7 +160,19 @@ class EmbeddedTeacher:
             prompt = fewshot_fn(instruction, doc)
             return self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         res = self._formatter(messages=chat_fn(instruction, doc))
-        return self.llm.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True)
+        whole = self.llm.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True)
+        if not self._holds_special_text(doc):
+            return whole
+        # The template's own markers are special tokens, but "<|im_end|>" typed into a
+        # document is text: otherwise a document could end its turn and answer itself.
+        pre, post = self._formatter(messages=chat_fn(instruction, DOC_SLOT)).prompt.split(DOC_SLOT)
+        return (self.llm.tokenize(pre.encode("utf-8"), add_bos=not res.added_special, special=True)
+                + self.llm.tokenize(prompts.flatten(doc).encode("utf-8"), add_bos=False, special=False)
+                + self.llm.tokenize(post.encode("utf-8"), add_bos=False, special=True))
+
+    def _holds_special_text(self, doc: str) -> bool:
+        data = doc.encode("utf-8")
+        return self.llm.tokenize(data, add_bos=False, special=True) != self.llm.tokenize(data, add_bos=False, special=False)
 
     def _fit(self, fewshot_fn, chat_fn, instruction: str, text: str, room: int) -> list[int]:
         """Prompt tokens for `text`, clipped to max_doc_chars and, if the

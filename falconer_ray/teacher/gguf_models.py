@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from falconer_ray.files import written_atomically
+
 GEMMA = "gemma3-270m"
 SMOLLM2 = "smollm2-135m"
 QWEN_1_5B = "qwen2.5-1.5b"
@@ -122,8 +124,6 @@ def assemble_parts(name: str, model: PartedModel) -> Path:
                     while chunk := f.read(CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         size = tmp.stat().st_size
         if size != model.size or digest.hexdigest() != model.sha256:
             raise ModelCheckFailed(
@@ -131,20 +131,6 @@ def assemble_parts(name: str, model: PartedModel) -> Path:
                 f"{model.size:,} bytes and {model.sha256} it must have; reinstall them ({model.pip_command()})")
     remember_check(target, model.sha256)
     return target
-
-
-@contextlib.contextmanager
-def written_atomically(target: Path):
-    """A temporary path beside `target` to write; it replaces `target` only when the
-    block succeeds, and is removed either way (readers never see a half-written file)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def is_checked(path: Path, size: int, sha256: str) -> bool:
@@ -171,6 +157,23 @@ def remember_check(path: Path, sha256: str) -> None:
     st = path.stat()
     with written_atomically(_record(path)) as tmp:
         tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}))
+
+
+def content_digest(path: Path) -> str:
+    """The SHA-256 of a GGUF file, hashed once per version of the file (size, mtime):
+    from its check record when it is one of ours, else from a record in the cache."""
+    st = path.stat()
+    records = [_record(path), cache_dir() / "models" / "digests" / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]}.json"]
+    for record in records:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            seen = json.loads(record.read_text())
+            if (seen["size"], seen["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+                return seen["sha256"]
+    sha256 = _sha256(path)
+    with contextlib.suppress(OSError):  # a read-only cache costs a hash per load, nothing else
+        with written_atomically(records[1]) as tmp:
+            tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}))
+    return sha256
 
 
 def _record(path: Path) -> Path:

@@ -297,7 +297,7 @@ def to_examples(instances: list[Instance], tokenizer, max_length: int = 256, str
 def read_texts(corpus: str | Path, cfg: RunConfig, limit: int | None) -> tuple[list[str], Counter]:
     """The first `limit` readable documents of a corpus, and the reasons rows were skipped."""
     texts, errors = [], Counter()
-    for table in iter_corpus(corpus, cfg.text_field, cfg.id_field, cfg.text_unit, limit=limit):
+    for table in iter_corpus(corpus, **cfg.read_options(), limit=limit):
         for text, error in zip(table.column("text").to_pylist(), table.column("error").to_pylist()):
             if error:
                 errors[error.split(":", 1)[0]] += 1

@@ -121,12 +121,15 @@ class ResilientSession:
         for attempt in range(self.policy.max_retries + 1):
             retry_after = None
             try:
-                async with self._session.post(url, headers=headers, data=data) as r:
+                # Not following redirects keeps the API key on the host it was meant for.
+                async with self._session.post(url, headers=headers, data=data, allow_redirects=False) as r:
                     text = await r.text()
                     body, reason, retry = _decode(r.status, text)
                     if body is not None:
                         return _Answer({"raw": text, ERROR_KEY: "", "detail": ""})
                     detail = text[:300]
+                    if 300 <= r.status < 400:
+                        detail = f"the server redirects to {r.headers.get('Location')}: give that address as the URL"
                     retry_after = r.headers.get("Retry-After")
             except asyncio.TimeoutError:
                 reason, detail, retry = "timeout", f"no answer within {self.policy.timeout_s}s", True
@@ -139,6 +142,17 @@ class ResilientSession:
         return _Answer({"raw": "", **error_body(reason, f"{detail} (attempts: {attempt + 1})")})
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, not followed: urllib would send the Authorization
+    header on to whatever host the redirect names (and turn the POST into a GET)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def post_json(url: str, body: dict, headers: dict, policy: RetryPolicy) -> dict:
     """One blocking request with the same policy (for single calls such as planning)."""
     data = json.dumps(body).encode("utf-8")
@@ -147,7 +161,7 @@ def post_json(url: str, body: dict, headers: dict, policy: RetryPolicy) -> dict:
         retry_after = None
         req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
         try:
-            with urllib.request.urlopen(req, timeout=policy.timeout_s) as r:
+            with _OPENER.open(req, timeout=policy.timeout_s) as r:
                 parsed, reason, retry = _decode(r.status, r.read().decode("utf-8", "replace"))
                 if parsed is not None:
                     return parsed
@@ -155,6 +169,8 @@ def post_json(url: str, body: dict, headers: dict, policy: RetryPolicy) -> dict:
             text = e.read().decode("utf-8", "replace")
             parsed, reason, retry = _decode(e.code, text)
             detail, retry_after = text[:300], e.headers.get("Retry-After")
+            if 300 <= e.code < 400:
+                detail = f"the server redirects to {e.headers.get('Location')}: give that address as the URL"
         except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as e:
             timed_out = isinstance(e, TimeoutError) or "timed out" in str(e)
             reason, detail, retry = ("timeout" if timed_out else "connection_error"), str(e), True

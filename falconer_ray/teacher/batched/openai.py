@@ -63,6 +63,7 @@ class OpenAITeacher(BatchTeacher):
             raise ValueError(f"the openai teacher needs an http(s) URL (--teacher-url), not {url!r}")
         self.model, self.url = model, url
         self.name = f"openai:{model}:{self.prompting()}"
+        self.cache_id = f"{self.name}@{url}"  # one model name, served by two endpoints, may be two models
         key = api_key(api_key_env)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.policy = RetryPolicy(max_retries=max_retries, base_wait_s=retry_wait_s, timeout_s=timeout_s)
