@@ -140,8 +140,11 @@ class MineServer:
         self.answers = ProxyAnswers(self.proxy, self.cfg)
         self.max_batch, self.max_bytes, self.token_sha256 = self.limits.max_batch, self.limits.max_request_bytes, token_sha256
         self.hosts = frozenset(hosts) if hosts is not None else None
-        self.answer = serve.batch(max_batch_size=self.limits.batch_budget(), batch_wait_timeout_s=0.01,
-                                  batch_size_fn=lambda reqs: sum(len(t) for texts in reqs for t in texts))(self._answer)
+        # Sizes in thousands of characters: Serve compares max_batch_size with
+        # max_ongoing_requests as if it counted requests, and warns otherwise.
+        self.answer = serve.batch(max_batch_size=-(-self.limits.batch_budget() // 1000), batch_wait_timeout_s=0.01,
+                                  batch_size_fn=lambda reqs: -(-sum(len(t) for texts in reqs for t in texts) // 1000)
+                                  )(self._answer)
 
     async def _answer(self, requests: list[list[str]]) -> list[list[dict]]:
         """One apply_plan call for the texts of all pooled requests, off the event loop."""

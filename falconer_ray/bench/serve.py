@@ -89,6 +89,24 @@ async def _load_beside_heavy(url: str, bodies: list[dict], concurrency: int, hea
     return latencies, errors, heavy_outcomes
 
 
+async def _after_abandon(url: str, heavy: dict, light: dict, timeout_s: float) -> float:
+    """Seconds a light request takes right after a client gave up on a heavy one: small
+    when the server stops abandoned work, a heavy request's whole time when it does not."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5)) as quitter:
+        try:
+            async with quitter.post(url, json=heavy) as r:
+                await r.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass  # gave up, as intended
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with session.post(url, json=light) as r:
+            await r.read()
+    return time.perf_counter() - started
+
+
 def _latency(latencies: list[float]) -> dict:
     ms = np.asarray(latencies) * 1000.0
     ok = len(latencies)
@@ -123,11 +141,13 @@ def run_serve_bench(run_dir: Path, requests: int, concurrency: int, texts_per_re
             big = {"texts": [(" ".join(texts) * (1 + per_text // max(1, len(" ".join(texts)))))[:per_text]]
                    * (limits.max_request_chars // per_text)}
             lat2, err2, hogged = asyncio.run(_load_beside_heavy(f"{url}/v1/mine", bodies, concurrency, big, timeout_s))
+            after_abandon = asyncio.run(_after_abandon(f"{url}/v1/mine", big, bodies[0], timeout_s))
             alone, beside_heavy = _latency(latencies), _latency(lat2)
             beside = {"beside_heavy": {
                 "heavy_request_chars": sum(map(len, big["texts"])), "heavy_outcomes": dict(Counter(hogged)),
                 "ok": len(lat2), "errors": len(err2), "error_examples": err2[:3], "latency_ms": beside_heavy,
-                "p99_ratio": round(beside_heavy["p99"] / alone["p99"], 3) if lat2 and latencies else None}}
+                "p99_ratio": round(beside_heavy["p99"] / alone["p99"], 3) if lat2 and latencies else None,
+                "light_after_abandoned_heavy_ms": round(after_abandon * 1000.0, 1)}}
     finally:
         server.stop()
         if owned_ray:

@@ -22,40 +22,35 @@ GZIP_RATIO_FLOOR = 16 << 20  # ... once it has expanded past this many bytes
 JSON_BYTES_PER_CHAR = 6  # the most a JSON string spends on one character (\uXXXX)
 
 
-class _GzipGuard:
+class _GzipGuard(io.RawIOBase):
     """A gzip stream that refuses to expand past GZIP_MAX_RATIO times its compressed
     size: a small file that decompresses to gigabytes is an attack, not a corpus."""
 
     def __init__(self, path: Path):
+        super().__init__()
         self.raw = open(path, "rb")
         self.gz = gzip.GzipFile(fileobj=self.raw, mode="rb")
 
-    def _check(self) -> None:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.gz.readinto(buffer)
         out = self.gz.tell()
         if out > GZIP_RATIO_FLOOR and out > GZIP_MAX_RATIO * max(1, self.raw.tell()):
             raise OSError(f"gzip stream expands more than {GZIP_MAX_RATIO}x (a decompression bomb?)")
+        return n
 
-    def readline(self, size: int = -1) -> bytes:
-        line = self.gz.readline(size)
-        self._check()
-        return line
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.gz.read(size)
-        self._check()
-        return data
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.gz.close()
-        self.raw.close()
+    def close(self) -> None:
+        if not self.closed:
+            self.gz.close()
+            self.raw.close()
+        super().close()
 
 
 def open_binary(path: Path):
     """A corpus file as bytes; a .gz one is decompressed as it is read, within GZIP_MAX_RATIO."""
-    return _GzipGuard(path) if path.suffix.lower() == ".gz" else open(path, "rb")
+    return io.BufferedReader(_GzipGuard(path), 1 << 16) if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
 def _bounded_lines(f, max_bytes: int) -> Iterator[tuple[bytes | None, str]]:

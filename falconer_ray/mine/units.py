@@ -140,12 +140,16 @@ class UnitStore:
         status = table.column("status")
         entry = {"unit": unit, "rows": table.num_rows, "last": last,
                  **{s: int(pc.sum(pc.equal(status, s)).as_py() or 0) for s in ("kept", "filtered", "error")}}
-        with open(self.folder / MANIFEST, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._append(json.dumps(entry) + "\n")
         self.entries[unit] = entry
         return entry
+
+    def _append(self, line: str) -> None:
+        """Name a unit done: the line is on disk before the next unit is mined."""
+        with open(self.folder / MANIFEST, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class UnitCollector:
