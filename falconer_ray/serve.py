@@ -2,10 +2,11 @@
 
 POST /v1/mine {"texts": [...]} answers each text exactly as `falconer run` would:
 both paths call `plan.execute.apply_plan`. Concurrent requests are pooled by `serve.batch`
-into batches of at most `Limits.batch_chars` characters, and a large request enters the
+into batches of about a second of work (`Limits.batch_chars`), and a large request enters the
 pool a batch's worth at a time: small requests queued meanwhile ride in the next batch
 instead of waiting for all of it, and a client that hangs up stops its request at the
-next batch. Everything a client sends is checked before it reaches the model (body size,
+next batch. A text longer than a batch goes to a lane of its own, so it never holds up
+the short ones. Everything a client sends is checked before it reaches the model (body size,
 JSON, schema, characters per text and per request, token, Host), and every refusal is a
 4xx with a JSON `error`, never a traceback; a full queue answers 503 at once.
 
@@ -68,6 +69,7 @@ class MineRequest(BaseModel):
 
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+BATCH_UNITS = 32  # a pooled batch's size, in parts of `Limits.batch_chars`
 
 
 def is_loopback(host: str) -> bool:
@@ -85,14 +87,16 @@ class Limits(BaseModel):
     max_request_bytes: int = Field(1 << 20, ge=1024, description="Largest request body, in bytes.")
     max_doc_chars: int = Field(32_000, ge=100, description="Longest text, in characters.")
     max_request_chars: int = Field(256_000, ge=100, description="Most characters of all texts of one request.")
-    batch_chars: int = Field(32_000, ge=100, description="Characters the proxy reads in one pooled batch: "
-                             "the most a small request waits for work queued before it.")
+    batch_chars: int | None = Field(None, ge=100, description="Characters the proxy reads in one pooled batch, "
+                                    "so about the longest a small request waits for work queued before it (a "
+                                    "longer text is a batch of its own). Default: about a second of work, "
+                                    "4,000 on CPUs, 32,000 on a GPU.")
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="A request still unanswered after this is "
                                      "cancelled and answered 408.")
     max_queued: int = Field(256, ge=1, description="Requests waiting for a replica beyond this get 503 at once.")
 
-    def batch_budget(self) -> int:
-        return max(self.batch_chars, self.max_doc_chars)  # one text is never split
+    def batch_budget(self, gpu: bool) -> int:
+        return self.batch_chars or (32_000 if gpu else 4_000)
 
 
 def hosts_allowed(bind: str, extra: tuple[str, ...] = ()) -> frozenset[str] | None:
@@ -140,11 +144,21 @@ class MineServer:
         self.answers = ProxyAnswers(self.proxy, self.cfg)
         self.max_batch, self.max_bytes, self.token_sha256 = self.limits.max_batch, self.limits.max_request_bytes, token_sha256
         self.hosts = frozenset(hosts) if hosts is not None else None
-        # Sizes in thousands of characters: Serve compares max_batch_size with
-        # max_ongoing_requests as if it counted requests, and warns otherwise.
-        self.answer = serve.batch(max_batch_size=-(-self.limits.batch_budget() // 1000), batch_wait_timeout_s=0.01,
-                                  batch_size_fn=lambda reqs: -(-sum(len(t) for texts in reqs for t in texts) // 1000)
-                                  )(self._answer)
+        self.budget = self.limits.batch_budget(gpu=bool(self.cfg.mine.gpus_per_actor))
+
+        def size(requests: list[list[str]]) -> int:
+            """Characters, a longer text counted as a full batch (it runs alone, never
+            split), in 1/BATCH_UNITS of a batch: Serve compares max_batch_size with
+            max_ongoing_requests as if it counted requests, and warns otherwise."""
+            chars = sum(min(sum(map(len, texts)), self.budget) for texts in requests)
+            return -(-chars * BATCH_UNITS // self.budget)
+
+        # Two lanes: pooled batches of short texts, and texts longer than a batch one at a
+        # time, so a short request never waits behind a long text (each lane runs one
+        # batch at a time, in a thread of its own).
+        self.short_lane = serve.batch(max_batch_size=BATCH_UNITS, batch_wait_timeout_s=0.01,
+                                      batch_size_fn=size)(self._answer)
+        self.long_lane = serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)(self._answer)
 
     async def _answer(self, requests: list[list[str]]) -> list[list[dict]]:
         """One apply_plan call for the texts of all pooled requests, off the event loop."""
@@ -181,11 +195,12 @@ class MineServer:
         if path == "/v1/plan":
             return {"plan": json.loads(self.plan.to_json()), "label_threshold": self.cfg.mine.label_threshold,
                     "span_threshold": self.cfg.mine.span_threshold, "label_pooling": self.cfg.proxy.label_pooling,
-                    **self.limits.model_dump()}
+                    **self.limits.model_dump(), "batch_chars": self.budget}
         texts = self._texts(await self._body(request))
         results = []
-        for piece in pieces(texts, self.limits.batch_budget()):  # a cancelled request stops here
-            results += await self.answer(piece)
+        for piece in pieces(texts, self.budget):  # a cancelled request stops here
+            lane = self.long_lane if len(piece) == 1 and len(piece[0]) > self.budget else self.short_lane
+            results += await lane(piece)
         return {"results": results}
 
     def _authorize(self, header: str) -> None:

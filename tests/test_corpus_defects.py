@@ -43,12 +43,20 @@ def test_csv_long_fields_and_broken_quotes(tmp_path):
     assert [out[str(i)]["text"] for i in (1, 3, 4, 5, 6, 7)] == list("abcdef")
     assert out["2"]["text"] == long
     out = rows(tmp_path, id_field="id", max_doc_chars=10_000)
-    assert out["c.csv:1"]["error"] == "too_large: a field over max_doc_chars 10,000 (line 3)"
+    assert out["c.csv:1"]["error"] == "too_large: a line of 200,005 characters (line 3)"  # never held whole
     assert len(out) == 7
     (tmp_path / "c.csv").write_text('id,text\n1,a\n2,"' + "x\n" * 20_000 + '3,b\n4,c\n')  # a quote never closed
     out = rows(tmp_path, id_field="id", max_doc_chars=10_000)
     assert out["1"]["text"] == "a" and out["c.csv:1"]["error"].startswith("too_large: a field over")
     assert "(lines 3-" in out["c.csv:1"]["error"]
+
+
+def test_a_csv_line_too_long_to_hold_is_read_past(tmp_path):
+    (tmp_path / "c.csv").write_text("id,text\n1,a\n2," + "q" * 50_000 + "\n3,b\n")
+    out = rows(tmp_path, id_field="id", max_doc_chars=2000)
+    assert out["1"]["text"] == "a" and out["3"]["text"] == "b"
+    assert out["c.csv:1"]["error"] == "too_large: a line of 50,003 characters (line 3)"
+    assert len(out) == 3
 
 
 def test_documents_over_the_cap_are_error_rows(tmp_path):

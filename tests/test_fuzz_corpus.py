@@ -35,7 +35,7 @@ good_text = words.filter(lambda t: t.strip() and "\n" not in t and "\r" not in t
 # Each defect: (kind, the error reason it must produce, or None for a good document)
 JSONL_DEFECTS = ["good", "bad_json", "big_number", "deep", "surrogate", "over_cap", "empty", "no_field",
                  "not_object", "not_string", "bad_utf8", "blank_line"]
-CSV_DEFECTS = ["good", "bad_utf8", "over_cap", "empty", "embedded_newline", "quoted_comma"]
+CSV_DEFECTS = ["good", "bad_utf8", "over_cap", "huge_line", "empty", "embedded_newline", "quoted_comma"]
 TEXT_DEFECTS = ["good", "bad_utf8", "over_cap_line"]
 
 
@@ -61,6 +61,7 @@ def csv_row(kind: str, text: str, sep: str) -> tuple[list[str] | bytes, str | No
         "good": ([text], None),
         "bad_utf8": (None, "invalid_utf8"),  # written as raw bytes below
         "over_cap": (["v" * (CAP + 1)], "too_large"),
+        "huge_line": (["h" * (20 * CAP)], "too_large"),  # past the line limit: read past, never held
         "empty": ([" "], "empty_text"),
         "embedded_newline": ([text + "\nsecond line"], None),
         "quoted_comma": ([text + sep + " more"], None),

@@ -183,8 +183,16 @@ def test_load_test_reports_sane_figures(ray_local, run):
 
     from falconer_ray.bench.serve import run_serve_bench
 
-    out = run_serve_bench(run.path, requests=8, concurrency=2, texts_per_request=3, source="rotten_tomatoes")
+    from falconer_ray.serve import Limits
+
+    small = Limits(max_doc_chars=1000, max_request_chars=4000, batch_chars=1000)  # heavy requests a CI machine can take
+    out = run_serve_bench(run.path, requests=8, concurrency=2, texts_per_request=3, source="rotten_tomatoes",
+                          heavy=True, limits=small)
     assert out["ok"] == 8 and out["errors"] == 0, out["error_examples"]
+    beside = out["beside_heavy"]
+    assert beside["ok"] == 8 and beside["errors"] == 0, beside["error_examples"]  # no light request fails
+    assert beside["heavy_request_chars"] == 4000 and sum(beside["heavy_outcomes"].values()) >= 1
+    assert beside["p99_ratio"] > 0 and beside["light_after_abandoned_heavy_ms"] > 0
     lat = out["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert out["requests_per_s"] > 0 and out["docs_per_s"] == pytest.approx(3 * out["requests_per_s"], rel=0.01)

@@ -117,16 +117,18 @@ def _latency(latencies: list[float]) -> dict:
 
 
 def run_serve_bench(run_dir: Path, requests: int, concurrency: int, texts_per_request: int, source: str,
-                    replicas: int = 1, timeout_s: float = 300.0, heavy: bool = False) -> dict:
+                    replicas: int = 1, timeout_s: float = 300.0, heavy: bool = False,
+                    limits: server.Limits | None = None) -> dict:
     """Start the server, warm it with one request, run the load (and again beside a heavy
-    client), stop the server (and Ray, if started here)."""
+    client), stop the server (and Ray, if started here). `limits`: the server's (default:
+    `falconer serve`'s, with room for the requests asked for)."""
     run = RunDir(run_dir)
     texts = bench_texts(requests * texts_per_request, source)
     bodies = [{"texts": texts[i * texts_per_request:(i + 1) * texts_per_request]} for i in range(requests)]
     # Not `import ray` before server.start: a private Ray must be set up (loopback) before its first import.
     owned_ray = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     port = free_port()
-    limits = server.Limits(max_batch=max(texts_per_request, 64), max_request_bytes=64 << 20)
+    limits = limits or server.Limits(max_batch=max(texts_per_request, 64), max_request_bytes=64 << 20)
     url = server.start(run, "127.0.0.1", port, replicas, limits, access_log=False)
     beside: dict = {}
     try:

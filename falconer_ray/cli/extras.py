@@ -120,6 +120,7 @@ def serve_cmd(
     max_request_chars: Annotated[int, typer.Option(min=100, help="Most characters of all texts of one request (413 beyond).")] = 256_000,
     request_timeout_s: Annotated[float, typer.Option(min=0.1, help="Cancel a request unanswered after this many seconds (408).")] = 60.0,
     max_queued: Annotated[int, typer.Option(min=1, help="Requests waiting beyond this are refused at once (503).")] = 256,
+    batch_chars: Annotated[Optional[int], typer.Option(min=100, help="Characters in one pooled batch: about the longest a small request waits behind others (default 4,000 on CPUs, 32,000 on a GPU).")] = None,
     allowed_host: Annotated[Optional[list[str]], typer.Option(help="A name clients may use in the Host header besides the listening address (repeatable); off loopback with 0.0.0.0, naming any limits Host to these.")] = None,
     token_env: Annotated[Optional[str], typer.Option(help="Require `Authorization: Bearer TOKEN`, TOKEN read from this environment variable; needed off loopback.")] = None,
 ):
@@ -135,7 +136,8 @@ def serve_cmd(
     run_path = existing_run(run_dir)
     token = server.token_from_env(token_env) if token_env else None
     limits = server.Limits(max_batch=max_batch, max_request_bytes=max_request_bytes, max_doc_chars=max_doc_chars,
-                           max_request_chars=max_request_chars, request_timeout_s=request_timeout_s, max_queued=max_queued)
+                           max_request_chars=max_request_chars, request_timeout_s=request_timeout_s, max_queued=max_queued,
+                           batch_chars=batch_chars)
     url = server.start(run_path, host, port, replicas, limits, token, allowed_hosts=tuple(allowed_host or ()))
     typer.echo(f"serving {run_path.path} at {url}  (POST {url}/v1/mine, GET {url}/healthz; Ctrl-C stops)")
     server.serve_until_interrupted()

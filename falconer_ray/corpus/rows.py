@@ -95,13 +95,25 @@ def _csv_records(path: Path, delimiter: str, max_chars: int) -> Iterator[tuple[d
     from the next line.
     """
     csv.field_size_limit(max_chars)
+    limit = 2 * max_chars + 4096  # one line: a field and the rest of its row
     with open_binary(path) as f:
         read = 0  # lines handed to the parser, for the error rows
+        skipped: list[str] = []  # lines too long to hold, read past: their error rows
 
         def lines():
             nonlocal read
-            for line in io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline=""):
+            text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
+            while line := text.readline(limit + 1):
                 read += 1
+                if len(line) > limit and not line.endswith("\n"):
+                    size = len(line)
+                    while True:
+                        more = text.readline(1 << 20)
+                        size += len(more)
+                        if not more or more.endswith("\n"):
+                            break
+                    skipped.append(f"too_large: a line of {size:,} characters (line {read})")
+                    line = "\n"  # a blank line: no row, the reader stays in step
                 yield line
 
         reader = csv.DictReader(lines(), delimiter=delimiter)
@@ -115,14 +127,19 @@ def _csv_records(path: Path, delimiter: str, max_chars: int) -> Iterator[tuple[d
             try:
                 row = next(reader)
             except StopIteration:
+                yield from ((None, err) for err in skipped)
                 return
             except csv.Error as e:
+                yield from ((None, err) for err in skipped)
+                skipped.clear()
                 where = f"line {first}" if read <= first else f"lines {first}-{read}"
                 if "field larger than field limit" in str(e):  # or a quote never closed
                     yield None, f"too_large: a field over max_doc_chars {max_chars:,} ({where})"
                 else:
                     yield None, f"unreadable_csv: {e} ({where})"
                 continue
+            yield from ((None, err) for err in skipped)
+            skipped.clear()
             yield row, ""
 
 

@@ -126,9 +126,10 @@ class UnitStore:
             for line in path.read_text(errors="replace").splitlines():
                 try:
                     e = json.loads(line)
-                    e["unit"], e["rows"]
-                except (ValueError, TypeError, KeyError):
+                except ValueError:
                     continue  # a line torn by a kill: its unit is mined again
+                if not isinstance(e, dict) or not {"unit", "rows"} <= e.keys():
+                    continue
                 if (self.folder / f"{e['unit']}.parquet").exists():
                     entries[e["unit"]] = e
         return entries

@@ -8,7 +8,6 @@ are optional and the label head mean-pools the tokens.
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from falconer_ray.files import write_json
 from falconer_ray.proxy.folder import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, is_proxy_dir, read_meta
 
 EMBEDDED_BASE = "minilm"
@@ -160,7 +160,7 @@ class ProxyModel(nn.Module):
             "stride": self.stride,
             "dropout": self.dropout.p,
         }
-        (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        write_json(out / CONFIG_NAME, meta)
         return out
 
     @classmethod

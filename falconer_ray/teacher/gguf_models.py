@@ -163,7 +163,8 @@ def content_digest(path: Path) -> str:
     """The SHA-256 of a GGUF file, hashed once per version of the file (size, mtime):
     from its check record when it is one of ours, else from a record in the cache."""
     st = path.stat()
-    records = [_record(path), cache_dir() / "models" / "digests" / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]}.json"]
+    by_path = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    records = [_record(path), cache_dir() / "models" / "digests" / f"{by_path}.json"]
     for record in records:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             seen = json.loads(record.read_text())
