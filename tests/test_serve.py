@@ -229,3 +229,33 @@ def test_request_limits_and_host_rules():
     assert hosts_allowed("127.0.0.1") == {"localhost", "127.0.0.1", "::1"}
     assert hosts_allowed("0.0.0.0") is None and hosts_allowed("0.0.0.0", ("api.example",)) == {"api.example"}
     assert hosts_allowed("192.0.2.7", ("api.example",)) == {"192.0.2.7", "api.example"}
+
+
+@pytest.mark.slow
+def test_a_full_queue_answers_503_at_once(ray_local, run):
+    """A flood beyond what the replica takes in and `max_queued` waiting gets 503 at
+    once; every request gets 200 or 503, nothing else."""
+    import asyncio
+
+    import aiohttp
+
+    from falconer_ray import serve as server
+    from falconer_ray.bench.serve import free_port
+
+    url = server.start(run, "127.0.0.1", free_port(), limits=server.Limits(max_queued=2), token=TOKEN)
+
+    async def flood(n: int) -> list[int]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        body = {"texts": ["A long, slow and thoughtful film about memory and loss. " * 20]}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            async def one() -> int:
+                async with session.post(f"{url}/v1/mine", json=body, headers=headers) as r:
+                    await r.read()
+                    return r.status
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    try:
+        statuses = asyncio.run(flood(120))
+    finally:
+        server.stop()
+    assert set(statuses) == {200, 503}, statuses  # some answered, the rest shed; no other outcome
