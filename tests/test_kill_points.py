@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from falconer_ray.mine import units
-from falconer_ray.mine.units import MANIFEST, UnitStore
+from falconer_ray.mine.units import UnitStore
 
 UNITS = [f"f0000000-b{i:07d}" for i in range(8)]
 PHASES = ("parquet", "before_manifest", "mid_manifest")

@@ -118,7 +118,7 @@ def _csv_records(path: Path, delimiter: str, max_chars: int) -> Iterator[tuple[d
 
         reader = csv.DictReader(lines(), delimiter=delimiter)
         try:
-            reader.fieldnames  # the header
+            _ = reader.fieldnames  # reads the header
         except csv.Error as e:
             yield None, f"unreadable_csv: {e} (header)"
             return

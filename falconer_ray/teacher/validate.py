@@ -50,12 +50,14 @@ def _clean(raw: str) -> str:
 
 
 def _occurrences(doc: str, s: str) -> Iterator[tuple[int, int]]:
-    """Where `s` is in `doc`, by the strictest reading that finds it at all."""
+    """Where `s` is in `doc`, by the strictest reading that finds it at all: as written,
+    up to case, without trailing punctuation (each way), then with any whitespace."""
     cut = s.rstrip(TRAILING).rstrip()
-    patterns = [re.escape(s), *([re.escape(cut)] if cut and cut != s else [])]
-    loose = r"\s*".join(re.escape(ch) for ch in (cut or s) if not ch.isspace())
-    for pattern, flags in [(patterns[0], 0), (patterns[0], re.I), *[(p, f) for p in patterns[1:] for f in (0, re.I)],
-                           (loose, re.I)]:
+    readings = [(re.escape(s), 0), (re.escape(s), re.IGNORECASE)]
+    if cut and cut != s:
+        readings += [(re.escape(cut), 0), (re.escape(cut), re.IGNORECASE)]
+    readings.append((r"\s*".join(re.escape(ch) for ch in (cut or s) if not ch.isspace()), re.IGNORECASE))
+    for pattern, flags in readings:
         found = [(m.start(), m.end()) for m in re.finditer(pattern, doc, flags) if m.end() > m.start()]
         if found:
             yield from found
