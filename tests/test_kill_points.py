@@ -29,6 +29,10 @@ class Killed(BaseException):
     """What the test throws where a kill would land (not an Exception: nothing may catch it)."""
 
 
+def killed(*_):
+    raise Killed()
+
+
 def unit_rows(k: int) -> list[pa.Table]:
     n = 3 + k % 4
     return [pa.table({"doc_id": [f"d{k}-{i}" for i in range(n)], "status": [("kept", "filtered", "error")[i % 3] for i in range(n)],
@@ -56,7 +60,7 @@ def kill_at(monkeypatch, unit: str, phase: str) -> None:
     def commit(self, u, parts, last):
         state["unit"] = u
         if phase == "before_manifest" and u == unit:
-            monkeypatch.setattr(UnitStore, "_append", lambda *_: (_ for _ in ()).throw(Killed()))
+            monkeypatch.setattr(UnitStore, "_append", killed)
         return real_commit(self, u, parts, last)
 
     def write_table(table, where, *a, **kw):

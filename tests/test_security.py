@@ -181,8 +181,8 @@ def test_the_api_key_never_follows_a_redirect():
 
         async def through_the_stage_session():
             async with ResilientSession(policy) as session:
-                return unwrap((await session.post(servers.url, headers={"Authorization": f"Bearer {key}"},
-                                                  data=b"{}")).__dict__["_body"])
+                answer = await session.post(servers.url, headers={"Authorization": f"Bearer {key}"}, data=b"{}")
+                return unwrap(await answer.json())
 
         out = asyncio.run(through_the_stage_session())
         assert out["falconer_error"] == "http_302"
