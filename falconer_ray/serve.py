@@ -142,7 +142,7 @@ class MineServer:
         self.proxy = Proxy.load(proxy_dir, batch_size=self.cfg.mine.windows_per_forward(),
                                 runtime=self.cfg.proxy.runtime, threads=max(1, int(self.cfg.mine.cpus_per_actor)))
         self.answers = ProxyAnswers(self.proxy, self.cfg)
-        self.max_batch, self.max_bytes, self.token_sha256 = self.limits.max_batch, self.limits.max_request_bytes, token_sha256
+        self.token_sha256 = token_sha256
         self.hosts = frozenset(hosts) if hosts is not None else None
         self.budget = self.limits.batch_budget(gpu=bool(self.cfg.mine.gpus_per_actor))
 
@@ -215,13 +215,13 @@ class MineServer:
     async def _body(self, request) -> bytes:
         """The body, read no further than the limit (a chunked body has no length to check first)."""
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            raise Reject(413, f"body is {declared} bytes; this server takes at most {self.max_bytes} (--max-request-bytes)")
+        if declared.isdigit() and int(declared) > self.limits.max_request_bytes:
+            raise Reject(413, f"body is {declared} bytes; this server takes at most {self.limits.max_request_bytes} (--max-request-bytes)")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > self.max_bytes:
-                raise Reject(413, f"body exceeds {self.max_bytes} bytes (--max-request-bytes)")
+            if len(body) > self.limits.max_request_bytes:
+                raise Reject(413, f"body exceeds {self.limits.max_request_bytes} bytes (--max-request-bytes)")
         return bytes(body)
 
     def _texts(self, body: bytes) -> list[str]:
@@ -236,8 +236,8 @@ class MineServer:
         except ValidationError as e:
             problems = [f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5]]
             raise Reject(422, '; '.join(problems) + ' (expected {"texts": ["...", ...]})') from None
-        if len(texts) > self.max_batch:
-            raise Reject(413, f"{len(texts)} texts; this server takes at most {self.max_batch} per request (--max-batch)")
+        if len(texts) > self.limits.max_batch:
+            raise Reject(413, f"{len(texts)} texts; this server takes at most {self.limits.max_batch} per request (--max-batch)")
         longest = max(range(len(texts)), key=lambda i: len(texts[i]))
         if len(texts[longest]) > self.limits.max_doc_chars:
             raise Reject(413, f"texts[{longest}] has {len(texts[longest]):,} characters; this server takes at most "

@@ -153,9 +153,10 @@ def is_checked(path: Path, size: int, sha256: str) -> bool:
     return True
 
 
-def remember_check(path: Path, sha256: str) -> None:
+def remember_check(path: Path, sha256: str, record: Path | None = None) -> None:
+    """Note that `path`, as it is now (size, mtime), hashes to `sha256` (beside it by default)."""
     st = path.stat()
-    with written_atomically(_record(path)) as tmp:
+    with written_atomically(record or _record(path)) as tmp:
         tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}))
 
 
@@ -172,8 +173,7 @@ def content_digest(path: Path) -> str:
                 return seen["sha256"]
     sha256 = _sha256(path)
     with contextlib.suppress(OSError):  # a read-only cache costs a hash per load, nothing else
-        with written_atomically(records[1]) as tmp:
-            tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}))
+        remember_check(path, sha256, records[1])
     return sha256
 
 
