@@ -6,7 +6,7 @@ into batches of about a second of work (`Limits.batch_chars`), and a large reque
 pool a batch's worth at a time: small requests queued meanwhile ride in the next batch
 instead of waiting for all of it, and a client that hangs up stops its request at the
 next batch. A text longer than a batch goes to a lane of its own, so it never holds up
-the short ones. Everything a client sends is checked before it reaches the model (body size,
+the short ones, and stops within a fraction of a batch's work when its client hangs up. Everything a client sends is checked before it reaches the model (body size,
 JSON, schema, characters per text and per request, token, Host), and every refusal is a
 4xx with a JSON `error`, never a traceback; a full queue answers 503 at once.
 
@@ -28,7 +28,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
+from copy import copy
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
@@ -36,7 +38,7 @@ from falconer_ray.config import RunConfig
 from falconer_ray.mine.runtime_choice import choose_runtime
 from falconer_ray.plan.execute import ProxyAnswers, apply_plan
 from falconer_ray.plan.schema import Plan
-from falconer_ray.proxy import Proxy
+from falconer_ray.proxy import Proxy, Stopped
 from falconer_ray.ray_env import init_ray
 from falconer_ray.rundir import RunDir
 
@@ -158,7 +160,13 @@ class MineServer:
         # batch at a time, in a thread of its own).
         self.short_lane = serve.batch(max_batch_size=BATCH_UNITS, batch_wait_timeout_s=0.01,
                                       batch_size_fn=size)(self._answer)
-        self.long_lane = serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)(self._answer)
+        # The long lane's proxy shares the model but runs forward batches of about half a
+        # pooled batch's work (a window holds about 4 characters per token), asking
+        # between two whether its client is still there.
+        self.long_proxy = copy(self.proxy)
+        self.long_proxy.batch_size = max(1, min(self.proxy.batch_size, self.budget // (8 * self.proxy.max_length)))
+        self.long_answers = ProxyAnswers(self.long_proxy, self.cfg)
+        self.long_lane = asyncio.Lock()
 
     async def _answer(self, requests: list[list[str]]) -> list[list[dict]]:
         """One apply_plan call for the texts of all pooled requests, off the event loop."""
@@ -169,6 +177,24 @@ class MineServer:
             out.append([a.to_dict() for a in answers[at: at + len(texts)]])
             at += len(texts)
         return out
+
+    async def _answer_long(self, text: str) -> list[dict]:
+        """One long text, alone. A cancelled request (client gone, timeout) stops the
+        work at the next forward batch, and the lane is free once it has."""
+        async with self.long_lane:
+            gone = threading.Event()
+            self.long_proxy.stop_when = gone.is_set
+            work = asyncio.ensure_future(asyncio.to_thread(apply_plan, self.long_answers, self.plan, [text]))
+            try:
+                answers = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                gone.set()
+                try:
+                    await work
+                except Stopped:
+                    pass
+                raise
+            return [a.to_dict() for a in answers]
 
     async def __call__(self, request):
         from starlette.responses import JSONResponse
@@ -199,8 +225,10 @@ class MineServer:
         texts = self._texts(await self._body(request))
         results = []
         for piece in pieces(texts, self.budget):  # a cancelled request stops here
-            lane = self.long_lane if len(piece) == 1 and len(piece[0]) > self.budget else self.short_lane
-            results += await lane(piece)
+            if len(piece) == 1 and len(piece[0]) > self.budget:
+                results += await self._answer_long(piece[0])
+            else:
+                results += await self.short_lane(piece)
         return {"results": results}
 
     def _authorize(self, header: str) -> None:

@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from falconer_ray.proxy import (  # noqa: E402
     Proxy,
     ProxyModel,
+    Stopped,
     collate,
     label_examples,
     run_epoch,
@@ -338,3 +339,20 @@ def test_a_cpu_call_batches_every_window_by_its_token_count(minilm):
     tightest = sum(ids.size for _, ids, _, _ in proxy.padded_batches(windows))
     assert padded_tokens(queued=False) == tightest
     assert padded_tokens(queued=True) > tightest
+
+
+def test_stop_when_gives_up_a_call_between_forward_batches(minilm):
+    """`stop_when` is asked before each forward batch: once it says True the call stops
+    with `Stopped` and no further batch runs; while it says False nothing changes."""
+    texts, _ = colour_data(12, seed=3)
+    proxy = Proxy(minilm, device="cpu", batch_size=2, max_length=64, stride=16)
+    want = proxy.label_scores(texts, INSTR)
+    asked = []
+    proxy.stop_when = lambda: asked.append(1) is None and False
+    assert np.array_equal(proxy.label_scores(texts, INSTR), want)
+    assert len(asked) == 6  # 12 texts, one window each, two to a batch
+    asked.clear()
+    proxy.stop_when = lambda: asked.append(1) is None and len(asked) > 2
+    with pytest.raises(Stopped):
+        proxy.label_scores(texts, INSTR)
+    assert len(asked) == 3  # gave up at the third batch, before running it

@@ -120,6 +120,20 @@ class TestServer:
                 spans_seen += len(spans)
         assert spans_seen > 0
 
+    def test_an_abandoned_long_text_stops_and_leaves_the_lane_answering(self, url, docs, batch_answers):
+        """A client that gives up on a long text (the long lane) stops that work; the
+        lane then answers the same text in full, as the batch path does."""
+        long_at = max(range(len(docs)), key=lambda i: len(docs[i]))
+        body = json.dumps({"texts": [docs[long_at]]}).encode()
+        req = urllib.request.Request(url + "/v1/mine", data=body, headers={"Authorization": f"Bearer {TOKEN}",
+                                                                           "Content-Type": "application/json"})
+        with pytest.raises(OSError):  # timed out: the client is gone
+            urllib.request.urlopen(req, timeout=0.05).read()
+        status, reply = call(url, "/v1/mine", {"texts": [docs[long_at]]})
+        assert status == 200
+        got, want = reply["results"][0], batch_answers[f"d{long_at}"]
+        assert got["kept"] == want["kept"] and got["labels"] == pytest.approx(want["labels"], abs=1e-5)
+
     def test_health_and_plan(self, url, run):
         assert call(url, "/healthz", token=None) == (200, {"status": "ok"})
         status, body = call(url, "/v1/plan")
@@ -193,6 +207,8 @@ def test_load_test_reports_sane_figures(ray_local, run):
     assert beside["ok"] == 8 and beside["errors"] == 0, beside["error_examples"]  # no light request fails
     assert beside["heavy_request_chars"] == 4000 and sum(beside["heavy_outcomes"].values()) >= 1
     assert beside["p99_ratio"] > 0 and beside["light_after_abandoned_heavy_ms"] > 0
+    assert beside["long_text_alone_ms"] > 0 and beside["long_text_after_abandoned_heavy_ms"] > 0
+    assert beside["abandoned_work_kept_s"] >= 0
     lat = out["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert out["requests_per_s"] > 0 and out["docs_per_s"] == pytest.approx(3 * out["requests_per_s"], rel=0.01)

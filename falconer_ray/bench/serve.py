@@ -89,9 +89,22 @@ async def _load_beside_heavy(url: str, bodies: list[dict], concurrency: int, hea
     return latencies, errors, heavy_outcomes
 
 
-async def _after_abandon(url: str, heavy: dict, light: dict, timeout_s: float) -> float:
-    """Seconds a light request takes right after a client gave up on a heavy one: small
-    when the server stops abandoned work, a heavy request's whole time when it does not."""
+async def _timed(url: str, body: dict, timeout_s: float) -> float:
+    """Seconds one request takes to be answered."""
+    import aiohttp
+
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with session.post(url, json=body) as r:
+            await r.read()
+            if r.status != 200:
+                raise RuntimeError(f"the server answered {r.status}: {await r.text()}")
+    return time.perf_counter() - started
+
+
+async def _after_abandon(url: str, heavy: dict, then: dict, timeout_s: float) -> float:
+    """Seconds `then` takes right after a client gave up on a heavy request: its own
+    time when the server stops abandoned work, plus what is left of the heavy one when not."""
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5)) as quitter:
@@ -100,11 +113,7 @@ async def _after_abandon(url: str, heavy: dict, light: dict, timeout_s: float) -
                 await r.read()
         except (aiohttp.ClientError, asyncio.TimeoutError):
             pass  # gave up, as intended
-    started = time.perf_counter()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-        async with session.post(url, json=light) as r:
-            await r.read()
-    return time.perf_counter() - started
+    return await _timed(url, then, timeout_s)
 
 
 def _latency(latencies: list[float]) -> dict:
@@ -144,12 +153,20 @@ def run_serve_bench(run_dir: Path, requests: int, concurrency: int, texts_per_re
                    * (limits.max_request_chars // per_text)}
             lat2, err2, hogged = asyncio.run(_load_beside_heavy(f"{url}/v1/mine", bodies, concurrency, big, timeout_s))
             after_abandon = asyncio.run(_after_abandon(f"{url}/v1/mine", big, bodies[0], timeout_s))
+            # A long text alone, then right after an abandoned heavy request: the difference
+            # is how long the replica kept working for a client that had gone.
+            one_long = {"texts": big["texts"][:1]}
+            long_alone = min(asyncio.run(_timed(f"{url}/v1/mine", one_long, timeout_s)) for _ in range(2))
+            long_after = asyncio.run(_after_abandon(f"{url}/v1/mine", big, one_long, timeout_s))
             alone, beside_heavy = _latency(latencies), _latency(lat2)
             beside = {"beside_heavy": {
                 "heavy_request_chars": sum(map(len, big["texts"])), "heavy_outcomes": dict(Counter(hogged)),
                 "ok": len(lat2), "errors": len(err2), "error_examples": err2[:3], "latency_ms": beside_heavy,
                 "p99_ratio": round(beside_heavy["p99"] / alone["p99"], 3) if lat2 and latencies else None,
-                "light_after_abandoned_heavy_ms": round(after_abandon * 1000.0, 1)}}
+                "light_after_abandoned_heavy_ms": round(after_abandon * 1000.0, 1),
+                "long_text_alone_ms": round(long_alone * 1000.0, 1),
+                "long_text_after_abandoned_heavy_ms": round(long_after * 1000.0, 1),
+                "abandoned_work_kept_s": round(max(0.0, long_after - long_alone), 3)}}
     finally:
         server.stop()
         if owned_ray:

@@ -16,7 +16,7 @@ _WHERE = {
     "MIN_TEXT_TOKENS": "encoding", "Window": "encoding", "bio_tags": "encoding", "decode_spans": "encoding",
     "encode_windows": "encoding", "merge_spans": "encoding",
     "EMBEDDED_BASE": "model", "ProxyModel": "model", "compute_loss": "model", "resolve_base": "model",
-    "Proxy": "predict",
+    "Proxy": "predict", "Stopped": "predict",
 }
 
 __all__ = sorted(_WHERE)

@@ -32,6 +32,10 @@ class Scored(NamedTuple):
     lowest: np.ndarray | None
 
 
+class Stopped(Exception):
+    """A call given up between two forward batches, because `Proxy.stop_when` said so."""
+
+
 class Proxy:
     """A trained proxy ready for get_label / get_span style calls.
 
@@ -57,6 +61,7 @@ class Proxy:
         self.max_length = max_length or model.max_length
         self.stride = stride if stride is not None else model.stride
         self.last_windows: list[int] = []  # windows per document of the latest call (long documents: > 1)
+        self.stop_when = None  # a callable asked before each forward batch; True gives up the call (`Stopped`)
 
     @property
     def device(self):
@@ -131,7 +136,11 @@ class Proxy:
             for w in windows:
                 w.doc_index = docs[w.doc_index]
                 per_doc[w.doc_index] += 1
-            launched = [(idx, self.forward(ids, mask, types)) for idx, ids, mask, types in self.padded_batches(windows)]
+            launched = []
+            for idx, ids, mask, types in self.padded_batches(windows):
+                if self.stop_when is not None and self.stop_when():
+                    raise Stopped("stopped between two forward batches")
+                launched.append((idx, self.forward(ids, mask, types)))
             if pending is not None:
                 yield self._collect(*pending, tags)
             pending = windows, launched
