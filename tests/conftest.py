@@ -9,6 +9,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The embedded teacher of every test that names none, its subprocesses included: the
 # smallest model, for speed. tests/test_default_teacher.py runs the real default.
 os.environ.setdefault("FALCONER_TEACHER_MODEL", "gemma3-270m")
+# The S3 server tests/test_remote_corpus.py starts on 127.0.0.1 takes any key; readers take
+# keys from the environment only, the Ray workers' included (they inherit it at ray.init).
+for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                    ("AWS_EC2_METADATA_DISABLED", "true")):
+    os.environ.setdefault(name, value)
 
 import pytest  # noqa: E402
 

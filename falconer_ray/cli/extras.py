@@ -11,9 +11,9 @@ import typer
 
 from falconer_ray.cli.app import app
 from falconer_ray.cli.review import plan_review
-from falconer_ray.cli.options import (ConfigFile, Out, PlanFile, Replicas, RunPath, Yes, TeacherKeyEnv, TeacherKind, TeacherModel,
-                                      TeacherUrl, TextField, existing_run, friendly, load_config, show_summary,
-                                      teacher_flags)
+from falconer_ray.cli.options import (CORPUS_HELP, ConfigFile, Out, PlanFile, Replicas, RunPath, Yes, TeacherKeyEnv,
+                                      TeacherKind, TeacherModel, TeacherUrl, TextField, corpus_location, existing_run,
+                                      friendly, load_config, show_summary, teacher_flags)
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.rundir import RunDir
 
@@ -21,7 +21,7 @@ from falconer_ray.rundir import RunDir
 @app.command()
 @friendly
 def pretrain(
-    corpus: Annotated[Path, typer.Argument(help="Raw text: a file or a directory of JSONL, Parquet, CSV or .txt files (optionally .gz). No labels are read.")],
+    corpus: Annotated[str, typer.Argument(help="Raw text, no labels read. " + CORPUS_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pretrained proxy (new, empty, or a proxy folder to replace).")],
     instances: Annotated[int, typer.Option(min=2, max=10_000_000, help="Self-supervised instances to build and train on.")] = 4000,
     docs: Annotated[int, typer.Option(min=2, help="Read the first N documents of the corpus.")] = 20_000,
@@ -52,6 +52,7 @@ def pretrain(
         raise FileNotFoundError(f"--proxy-base {proxy_base} does not exist")
     cfg = load_config(config, seed=seed, text_field=text_field, **{
         "proxy.base": proxy_base, "train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
+    corpus = corpus_location(corpus)
     check_fields(corpus, **cfg.read_options())
     texts, skipped = read_texts(corpus, cfg, limit=docs)
     note(f"[bold]pretraining[/] {cfg.proxy.base} on {instances} instances from {len(texts)} documents"

@@ -17,9 +17,9 @@ import typer
 from falconer_ray.cli.app import app
 from falconer_ray.cli.bench import bench_app
 from falconer_ray.cli.review import plan_review
-from falconer_ray.cli.options import (ConfigFile, JsonOut, Out, PlanFile, ProxyRuntime, RunPath, TeacherKeyEnv,
-                                      TeacherKind, TeacherModel, TeacherUrl, TextField, existing_run, friendly,
-                                      Yes, load_config, show_summary, teacher_flags)
+from falconer_ray.cli.options import (CORPUS_HELP, ConfigFile, JsonOut, Out, PlanFile, ProxyRuntime, RunPath,
+                                      TeacherKeyEnv, TeacherKind, TeacherModel, TeacherUrl, TextField, corpus_location,
+                                      existing_run, friendly, Yes, load_config, show_summary, teacher_flags)
 
 from falconer_ray.rundir import RunDir
 
@@ -28,7 +28,7 @@ from falconer_ray.rundir import RunDir
 @friendly
 def mine(
     instruction: Annotated[str, typer.Argument(help='What to find, e.g. "Extract all laptop prices from positive reviews".')],
-    corpus: Annotated[Path, typer.Argument(help="A file or a directory of JSONL, Parquet, CSV or .txt files (optionally .gz).")],
+    corpus: Annotated[str, typer.Argument(help=CORPUS_HELP)],
     out: Out = Path("runs/latest"),
     plan: PlanFile = None,
     config: ConfigFile = None,
@@ -60,15 +60,13 @@ def mine(
     """
     from falconer_ray.pipeline import mine_all
 
-    if not corpus.exists():
-        raise FileNotFoundError(f"corpus not found: {corpus}")
     if plan is not None:
         from falconer_ray.plan.schema import Plan
 
         Plan.load(plan)  # a bad plan file fails now, not after the teacher has loaded
     elif not instruction.strip():
         raise ValueError("the instruction is empty; say what to find or extract")
-    cfg = load_config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
+    cfg = load_config(config, None, instruction=instruction, corpus=corpus_location(corpus), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
                       **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
                       "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
@@ -83,7 +81,7 @@ def mine(
 def plan_cmd(
     instruction: Annotated[str, typer.Argument(help="What to find or extract.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write plan.json into.")] = None,
-    corpus: Annotated[Optional[Path], typer.Option(help="Corpus to record for the next stages.")] = None,
+    corpus: Annotated[Optional[str], typer.Option(help="Corpus to record for the next stages (a path or a URI).")] = None,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the plan JSON here.")] = None,
     plan: PlanFile = None,
     config: ConfigFile = None,
@@ -109,7 +107,7 @@ def plan_cmd(
         print(json.dumps(plan_json_schema(), indent=2))
         return
     run = RunDir(out or Path("runs/latest"))
-    cfg = load_config(config, None, instruction=instruction, corpus=str(corpus.resolve()) if corpus else None,
+    cfg = load_config(config, None, instruction=instruction, corpus=corpus_location(corpus),
                   **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     result = stage_plan(run, cfg, plan)
     Console(width=max(Console().width, 100)).print(plan_table(result))
@@ -120,7 +118,7 @@ def plan_cmd(
 
 @app.command()
 @friendly
-def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Corpus, if not recorded.")] = None,
+def annotate(run_dir: RunPath, corpus: Annotated[Optional[str], typer.Option(help="Corpus, if not recorded (a path or a URI).")] = None,
              n_annotate: Annotated[Optional[int], typer.Option(help="Documents to annotate.")] = None,
              teacher: TeacherKind = None, teacher_model: TeacherModel = None, teacher_url: TeacherUrl = None,
              teacher_api_key_env: TeacherKeyEnv = None):
@@ -134,7 +132,7 @@ def annotate(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(he
     from falconer_ray.pipeline import stage_annotate
 
     run = existing_run(run_dir)
-    cfg = load_config(None, run, corpus=str(corpus.resolve()) if corpus else None, n_annotate=n_annotate,
+    cfg = load_config(None, run, corpus=corpus_location(corpus), n_annotate=n_annotate,
                   **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env))
     if not cfg.corpus:
         raise ValueError("no corpus recorded for this run: pass --corpus PATH")
@@ -161,7 +159,7 @@ def train(run_dir: RunPath, epochs: Annotated[Optional[int], typer.Option(help="
 
 @app.command()
 @friendly
-def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="Mine another corpus with this proxy.")] = None,
+def run(run_dir: RunPath, corpus: Annotated[Optional[str], typer.Option(help="Mine another corpus with this proxy (a path or a URI).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted run: finish missing stages, keep mined units.")] = False,
         proxy_runtime: ProxyRuntime = None):
     """Mine the corpus with the trained proxy and write results/, errors/, report.json and report.html.
@@ -174,7 +172,7 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
     from falconer_ray.pipeline import finish, run_stages, stage_mine
 
     run_path = existing_run(run_dir)
-    cfg = load_config(None, run_path, corpus=str(corpus.resolve()) if corpus else None,
+    cfg = load_config(None, run_path, corpus=corpus_location(corpus),
                       **{"proxy.runtime": proxy_runtime and proxy_runtime.value})
     if resume:
         show_summary(run_stages(run_path, cfg, resume=True), run_path)
@@ -187,7 +185,7 @@ def run(run_dir: RunPath, corpus: Annotated[Optional[Path], typer.Option(help="M
 @friendly
 def quote_cmd(
     instruction: Annotated[str, typer.Argument(help="What to find or extract, as for `falconer mine`.")],
-    corpus: Annotated[Path, typer.Argument(help="The corpus `falconer mine` would read.")],
+    corpus: Annotated[str, typer.Argument(help="The corpus `falconer mine` would read (a path or a URI).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write quote.json into; "
                                                 "a later `falconer mine --out` there compares it with what happened.")] = None,
     json_file: JsonOut = None,
@@ -212,9 +210,7 @@ def quote_cmd(
     from falconer_ray.plan.schema import Plan
     from falconer_ray.cost.quote import make_quote, show
 
-    if not corpus.exists():
-        raise FileNotFoundError(f"corpus not found: {corpus}")
-    cfg = load_config(config, None, instruction=instruction, corpus=str(corpus.resolve()), text_field=text_field,
+    cfg = load_config(config, None, instruction=instruction, corpus=corpus_location(corpus), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
                       **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "train.epochs": epochs,
                       "quote.pilot_docs": pilot_docs})

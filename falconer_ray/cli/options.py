@@ -21,6 +21,8 @@ PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Use this plan 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Go on with the plan without asking (in a terminal the run shows the "
                                    "plan and asks: go on, edit it, or stop, before the teacher annotates anything).")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")]
+CORPUS_HELP = ("A file or a folder of JSONL, Parquet, CSV or .txt files (optionally .gz), local or in an object store "
+               "(s3://, gs://, hdfs://, abfs://; credentials come from the environment).")
 TextField = Annotated[Optional[str], typer.Option(
     help=f"Field holding the document text (default: {RunConfig.model_fields['text_field'].default}; "
          "a .txt file's text is always 'text').")]
@@ -89,6 +91,19 @@ def load_config(config: Path | None, run: RunDir | None = None, **flags) -> RunC
     else:
         base = RunConfig()
     return merge(base, flags)
+
+
+def corpus_location(corpus: str | None) -> str | None:
+    """What config.json records of a corpus: an object-store URI as given (checked, it must
+    not carry a secret), or a local path made absolute (Ray workers may not share our cwd)."""
+    from falconer_ray.corpus.remote import check_uri, is_remote
+
+    if corpus is None or is_remote(corpus):
+        return corpus and check_uri(corpus)
+    path = Path(corpus).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"corpus not found: {corpus}")
+    return str(path.resolve())
 
 
 def int_list(text: str, what: str) -> list[int]:

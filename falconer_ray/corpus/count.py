@@ -8,11 +8,10 @@ from __future__ import annotations
 import zlib
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from falconer_ray.config import RunConfig
 from falconer_ray.corpus.read import file_format, iter_corpus, list_files
-from falconer_ray.corpus.rows import open_binary
+from falconer_ray.corpus.rows import open_binary, open_parquet
 
 COUNT_CHUNK = 1 << 20
 
@@ -27,7 +26,7 @@ def count_documents(cfg: RunConfig, budget: int) -> dict:
         try:
             fmt, size = file_format(path), path.stat().st_size
             if fmt == "parquet":
-                docs += pq.ParquetFile(path).metadata.num_rows
+                docs += open_parquet(path).metadata.num_rows
             elif fmt == "text" and cfg.text_unit == "file":
                 docs += 1
             elif read >= budget:

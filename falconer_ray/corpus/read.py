@@ -18,6 +18,8 @@ import pyarrow as pa
 from rich.markup import escape
 
 from falconer_ray.config.run import MAX_DOC_CHARS
+from falconer_ray.corpus import CorpusError
+from falconer_ray.corpus.remote import RemoteFile, is_remote, list_remote, relative
 from falconer_ray.corpus.rows import ROWS_PER_CHUNK, document, records
 from falconer_ray.progress import note
 
@@ -26,19 +28,20 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": 
 ROW_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("error", pa.string())])
 
 
-class CorpusError(ValueError):
-    """The corpus path or options cannot be read; the message says what to fix."""
-
-
-def file_format(path: Path) -> str | None:
+def file_format(path: Path | RemoteFile) -> str | None:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
     return FORMATS.get(suffixes[-1]) if suffixes else None
 
 
-def list_files(corpus: str | Path) -> list[Path]:
+def list_files(corpus: str | Path) -> list[Path] | list[RemoteFile]:
     """The corpus shards, sorted so that ids and sampling are reproducible."""
+    if is_remote(corpus):
+        files = list_remote(str(corpus), lambda name: file_format(Path(name)) and not name.startswith("."))
+        if not files:
+            raise CorpusError(f"{corpus} holds no corpus files ({', '.join(sorted(FORMATS))}, optionally .gz)")
+        return files
     root = Path(corpus)
     if root.is_file():
         if file_format(root) is None:
@@ -123,7 +126,7 @@ class Shard:
     its name in doc ids, and how many of its rows belong to the corpus (None: all)."""
 
     index: int
-    path: Path
+    path: Path | RemoteFile
     rel: str
     max_rows: int | None = None
 
@@ -139,9 +142,12 @@ def corpus_shards(corpus: str | Path, limit: int | None = None, text_field: str 
     `limit` means the first N rows in file order, the same on every run: the files are
     counted one by one in the driver until N rows are reached (cheap next to mining N).
     """
-    root = Path(corpus)
-    shards = [Shard(i, p, p.name if root.is_file() else str(p.relative_to(root)))
-              for i, p in enumerate(list_files(root))]
+    def rel(p) -> str:
+        if isinstance(p, RemoteFile):
+            return relative(p, str(corpus))
+        return p.name if Path(corpus).is_file() else str(p.relative_to(corpus))
+
+    shards = [Shard(i, p, rel(p)) for i, p in enumerate(list_files(corpus))]
     if not limit:
         return shards
     out, left = [], limit

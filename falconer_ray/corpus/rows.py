@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from falconer_ray.corpus.remote import RemoteFile
+
 ROWS_PER_CHUNK = 512
 
 
@@ -26,9 +28,9 @@ class _GzipGuard(io.RawIOBase):
     """A gzip stream that refuses to expand past GZIP_MAX_RATIO times its compressed
     size: a small file that decompresses to gigabytes is an attack, not a corpus."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | RemoteFile):
         super().__init__()
-        self.raw = open(path, "rb")
+        self.raw = _open_raw(path)
         self.gz = gzip.GzipFile(fileobj=self.raw, mode="rb")
 
     def readable(self) -> bool:
@@ -48,9 +50,21 @@ class _GzipGuard(io.RawIOBase):
         super().close()
 
 
-def open_binary(path: Path):
+def _open_raw(path: Path | RemoteFile):
+    """A file's stored bytes, local or in an object store."""
+    return io.BufferedReader(path.open_stream(), 1 << 20) if isinstance(path, RemoteFile) else open(path, "rb")
+
+
+def open_binary(path: Path | RemoteFile):
     """A corpus file as bytes; a .gz one is decompressed as it is read, within GZIP_MAX_RATIO."""
-    return io.BufferedReader(_GzipGuard(path), 1 << 16) if path.suffix.lower() == ".gz" else open(path, "rb")
+    return io.BufferedReader(_GzipGuard(path), 1 << 16) if path.suffix.lower() == ".gz" else _open_raw(path)
+
+
+def open_parquet(path: Path | RemoteFile):
+    """A Parquet file, local or in an object store, read by row group."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path.open_random() if isinstance(path, RemoteFile) else path)
 
 
 def _bounded_lines(f, max_bytes: int) -> Iterator[tuple[bytes | None, str]]:
@@ -72,7 +86,7 @@ def _bounded_lines(f, max_bytes: int) -> Iterator[tuple[bytes | None, str]]:
         yield None, f"too_large: a line of {size:,} bytes (documents are capped at max_doc_chars)"
 
 
-def _safe_lines(path: Path, max_bytes: int) -> Iterator[tuple[str, str]]:
+def _safe_lines(path: Path | RemoteFile, max_bytes: int) -> Iterator[tuple[str, str]]:
     """(line, error) per line, decoded one by one so a bad byte costs one line only."""
     with open_binary(path) as f:
         for raw, err in _bounded_lines(f, max_bytes):
@@ -85,7 +99,7 @@ def _safe_lines(path: Path, max_bytes: int) -> Iterator[tuple[str, str]]:
                 yield "", f"invalid_utf8: {e.reason} at byte {e.start} of the line"
 
 
-def _csv_records(path: Path, delimiter: str, max_chars: int) -> Iterator[tuple[dict | None, str]]:
+def _csv_records(path: Path | RemoteFile, delimiter: str, max_chars: int) -> Iterator[tuple[dict | None, str]]:
     """Rows of a CSV/TSV file; a bad row costs that row only.
 
     Bytes are decoded with surrogateescape, so an invalid byte stays in its field and
@@ -143,12 +157,10 @@ def _csv_records(path: Path, delimiter: str, max_chars: int) -> Iterator[tuple[d
             yield row, ""
 
 
-def records(path: Path, fmt: str, text_unit: str, max_chars: int) -> Iterator[tuple[dict | None, str]]:
+def records(path: Path | RemoteFile, fmt: str, text_unit: str, max_chars: int) -> Iterator[tuple[dict | None, str]]:
     """Yield (record, error) per row of one file; record is None when the row is bad."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_CHUNK):
+        for batch in open_parquet(path).iter_batches(batch_size=ROWS_PER_CHUNK):
             yield from ((r, "") for r in batch.to_pylist())
         return
     max_bytes = JSON_BYTES_PER_CHAR * max_chars + 4096  # room for a record's other fields
