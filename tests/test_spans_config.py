@@ -58,3 +58,20 @@ def test_call_size_gives_every_actor_several_calls():
     assert call_size(merge(cfg, {"mine.batch_size": 700}), 1000, 2) == 700  # set by the user: kept
     gpu = merge(cfg, {"mine.gpus_per_actor": 1})
     assert call_size(gpu, 10_000_000, 4) == gpu.mine.docs_per_call() > default  # a GPU idles between calls: fewer, larger ones
+
+
+def test_set_pool_bounds_hold_whatever_is_up_and_unset_ones_fill_it():
+    """A cold autoscaling cluster (no worker up) still gets the pool it asked for, so the
+    waiting actors make the autoscaler add nodes; unset bounds take what is up."""
+    from falconer_ray.mine.driver import pool_size
+
+    cfg = RunConfig()
+    assert pool_size(cfg, {"CPU": 8.0}) == (8, 8)
+    assert pool_size(cfg, {}) == (1, 1)  # a head without worker CPUs: one actor
+    assert pool_size(merge(cfg, {"mine.actors": 32}), {"CPU": 2.0}) == (2, 32)  # grows as nodes come
+    assert pool_size(merge(cfg, {"mine.actors": 32, "mine.min_actors": 4}), {"CPU": 2.0}) == (4, 32)
+    assert pool_size(merge(cfg, {"mine.actors": 3}), {"CPU": 8.0}) == (3, 3)
+    gpu = merge(cfg, {"mine.gpus_per_actor": 1, "mine.actors": 8})
+    assert pool_size(gpu, {"CPU": 16.0}) == (1, 8)  # --gpu on a cluster with no GPU node up yet
+    assert pool_size(merge(cfg, {"mine.gpus_per_actor": 0.5}), {"GPU": 2.0}) == (4, 4)
+    assert pool_size(merge(cfg, {"mine.cpus_per_actor": 2}), {"CPU": 7.0}) == (3, 3)

@@ -25,22 +25,26 @@ from falconer_ray.mine.runtime_choice import choose_runtime
 from falconer_ray.mine.units import (ResumeError, UnitCollector, UnitStore, check_complete, fingerprint, shard_done,
                                     teacher_identity)
 from falconer_ray.plan.schema import Plan
-from falconer_ray.progress import watch
+from falconer_ray.progress import note, watch
 from falconer_ray.rundir import RunDir, read_json, write_json
 
 
-def pool_size(cfg: RunConfig) -> tuple[int, int]:
-    """Actor pool bounds for the hardware Ray sees: as many actors as fit, or a range
-    (`min_actors`) that Ray Data autoscales within on a cluster."""
-    import ray
-
-    resources = ray.cluster_resources()
+def actors_that_fit(cfg: RunConfig, resources: dict[str, float]) -> int:
+    """Proxy actors the nodes in `resources` hold: one per `cpus_per_actor` CPUs, or per
+    `gpus_per_actor` GPUs."""
     if cfg.mine.gpus_per_actor:
-        fit = int(resources.get("GPU", 0) / cfg.mine.gpus_per_actor)
-    else:
-        fit = int(resources.get("CPU", 1) / cfg.mine.cpus_per_actor)
-    top = max(1, min(fit, cfg.mine.actors or fit))
-    return min(top, cfg.mine.min_actors or top), top
+        return int(resources.get("GPU", 0) / cfg.mine.gpus_per_actor)
+    return int(resources.get("CPU", 1) / cfg.mine.cpus_per_actor)
+
+
+def pool_size(cfg: RunConfig, resources: dict[str, float]) -> tuple[int, int]:
+    """Proxy actor pool bounds (min, max) that Ray Data autoscales within. Set bounds
+    are kept whatever `resources` (the nodes up now) holds: on an autoscaling cluster
+    the actors waiting for room are what makes it add nodes, so a cold cluster grows to
+    `mine.actors`. Unset, both are what fits the nodes up, at least one."""
+    fit = max(1, actors_that_fit(cfg, resources))
+    high = cfg.mine.actors or fit
+    return min(cfg.mine.min_actors or fit, high), high
 
 
 CALLS_PER_ACTOR = 4
@@ -65,6 +69,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     Work is committed in units (see `falconer_ray.mine.units`); with `resume`, the units an
     interrupted run committed are kept and only the rest is mined.
     """
+    import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     DataContext.get_current().target_max_block_size = cfg.mine.block_bytes
@@ -90,7 +95,11 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     unit_rows = cfg.mine.unit_rows
     todo = [s for s in shards if not shard_done(s, reused, unit_rows)]
     started = time.monotonic()
-    low, high = pool_size(cfg)
+    up = ray.cluster_resources()
+    low, high = pool_size(cfg, up)
+    if low > actors_that_fit(cfg, up):
+        note(f"the proxy actor pool starts with {low} actor(s) and the nodes up now hold "
+             f"{actors_that_fit(cfg, up)}: mining starts once the autoscaler has added nodes for them")
     if threshold is not None:  # leave room for the teacher actor, or it never starts
         high = max(1, high - 1)
         low = min(low, high)
@@ -119,7 +128,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
         if threshold is not None:
             ds = ds.map_batches(
                 TeacherStage, fn_constructor_args=(plan.model_dump_json(by_alias=True), cfg.model_dump_json()),
-                batch_size=per_call, batch_format="pyarrow", compute=ActorPoolStrategy(size=1),
+                batch_size=per_call, batch_format="pyarrow", compute=ActorPoolStrategy(min_size=1, max_size=cfg.mine.teacher_actors),
                 num_cpus=cfg.mine.cpus_per_actor, max_restarts=cfg.mine.actor_restarts,
                 max_task_retries=cfg.mine.task_retries,
             )
