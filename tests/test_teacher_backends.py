@@ -342,7 +342,8 @@ def test_vllm_config_and_rows():
     from falconer_ray.teacher.batched.vllm import VLLMTeacher, _result_or_engine_error, vllm_request, vllm_result
 
     cfg = VLLMTeacherConfig(model="Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2, concurrency=4,
-                        batch_size=64, max_model_len=4096, engine_kwargs={"gpu_memory_utilization": 0.85})
+                        batch_size=64, max_model_len=4096, engine_kwargs={"gpu_memory_utilization": 0.85},
+                        accelerator_type="A100")
     t = teacher_from_config(cfg)
     assert isinstance(t, VLLMTeacher) and t.name.startswith("vllm:Qwen/Qwen2.5-7B-Instruct:chat")
     pc = t.processor_config()
@@ -350,6 +351,8 @@ def test_vllm_config_and_rows():
     assert pc.engine_kwargs["tensor_parallel_size"] == 2 and pc.engine_kwargs["max_model_len"] == 4096
     assert pc.engine_kwargs["gpu_memory_utilization"] == 0.85 and pc.concurrency == 4 and pc.batch_size == 64
     assert pc.should_continue_on_error is True
+    assert pc.accelerator_type == "A100"  # engines only on the nodes that have that GPU (cluster.yaml's llm_workers)
+    assert teacher_from_config(VLLMTeacherConfig(model="m")).processor_config().accelerator_type is None
 
     kw = dict(instruction="Positive?", api="completions", label_mode="logprobs", span_format="text",
               max_span_tokens=64, votes=1, vote_temperature=0.7)

@@ -60,6 +60,7 @@ class MineConfig(BaseModel):
     unit_rows: int = Field(4096, ge=1, le=10_000_000, description="Rows of one corpus file committed together; a resumed run redoes at most the units in flight.")
     actor_restarts: int = Field(-1, ge=-1, le=10_000, description="Times Ray restarts a proxy actor whose process died (-1: no limit).")
     task_retries: int = Field(3, ge=-1, le=10_000, description="Times a batch is retried after its actor died: a batch that keeps killing its actor fails the run instead of looping (-1: no limit).")
+    stream_retries: int = Field(3, ge=0, le=100, description="Times mining starts again from the committed units after Ray lost a node, an actor or a block it could not rebuild.")
 
     def docs_per_call(self) -> int:
         """Larger calls sort more documents by length, so batches pad less, and on a GPU

@@ -144,9 +144,10 @@ class VLLMTeacherConfig(_Prompted):
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per engine replica.")
     max_model_len: Optional[int] = Field(None, ge=256, le=1_000_000, description="Context length of the engine.")
     engine_kwargs: dict = Field(default_factory=dict, description="Further vLLM engine arguments.")
+    accelerator_type: Optional[str] = Field(None, description="Run engines only on nodes with this GPU type (Ray's accelerator_type, e.g. A100 for cluster.yaml's llm_workers), so an engine never lands on a GPU node without vLLM.")
 
     BACKEND_FIELDS: ClassVar[tuple[str, ...]] = _Prompted.BACKEND_FIELDS + (
-        "tensor_parallel_size", "max_model_len", "engine_kwargs")
+        "tensor_parallel_size", "max_model_len", "engine_kwargs", "accelerator_type")
 
 
 TeacherConfig = Annotated[Union[EmbeddedTeacherConfig, OpenAITeacherConfig, VLLMTeacherConfig], Field(discriminator="kind")]

@@ -70,7 +70,7 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     interrupted run committed are kept and only the rest is mined.
     """
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
     DataContext.get_current().target_max_block_size = cfg.mine.block_bytes
     proxy_dir = run.require(run.proxy, "train")
@@ -93,7 +93,6 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     store = UnitStore(run.rows)
     reused = store.open(fp, resume)
     unit_rows = cfg.mine.unit_rows
-    todo = [s for s in shards if not shard_done(s, reused, unit_rows)]
     started = time.monotonic()
     up = ray.cluster_resources()
     low, high = pool_size(cfg, up)
@@ -103,40 +102,34 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     if threshold is not None:  # leave room for the teacher actor, or it never starts
         high = max(1, high - 1)
         low = min(low, high)
-    collector = UnitCollector(store)
     expected = count_documents(cfg, cfg.quote.count_bytes)["docs"] - sum(store.entries[u]["rows"] for u in reused)
     per_call = call_size(cfg, expected, high)
     busy, answered = 0.0, 0  # seconds the proxy actors spent in their calls; how many actors
-    if todo:
-        ds = read_corpus(cfg.corpus, **read_args, shards=todo, unit_rows=unit_rows, skip=frozenset(reused), readers=high)
-        threads = max(1, int(cfg.mine.cpus_per_actor))
-        ds = ds.map_batches(
-            ProxyStage,
-            fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads,
-                                 threshold),
-            batch_size=per_call,
-            batch_format="pyarrow",
-            compute=ActorPoolStrategy(min_size=low, max_size=high),
-            num_cpus=cfg.mine.cpus_per_actor,
-            num_gpus=cfg.mine.gpus_per_actor or None,
-            # A dead actor process (OOM, SIGKILL, lost node) is restarted by Ray and its
-            # in-flight batches rerun; set here, not left to Ray Data's defaults (-1/-1 in
-            # 2.60), so a batch that keeps killing its actor fails instead of looping.
-            max_restarts=cfg.mine.actor_restarts,
-            max_task_retries=cfg.mine.task_retries,
-        )
-        if threshold is not None:
-            ds = ds.map_batches(
-                TeacherStage, fn_constructor_args=(plan.model_dump_json(by_alias=True), cfg.model_dump_json()),
-                batch_size=per_call, batch_format="pyarrow", compute=ActorPoolStrategy(min_size=1, max_size=cfg.mine.teacher_actors),
-                num_cpus=cfg.mine.cpus_per_actor, max_restarts=cfg.mine.actor_restarts,
-                max_task_retries=cfg.mine.task_retries,
-            )
-        # The driver commits units as their rows stream in: output rows are small, and
-        # only the driver sees every row of a unit, so only it can tell one is complete.
-        with watch("proxy mining", max(0, expected), lambda: collector.rows):
-            busy, answered = stream_into(collector, ds)
-            collector.finish()
+    committed, commit_s, before = 0, 0.0, 0  # over every attempt; rows committed by earlier attempts
+    lost, restarts = lost_errors(), []
+    for attempt in range(cfg.mine.stream_retries + 1):
+        todo = [s for s in shards if not shard_done(s, store.entries, unit_rows)]
+        if not todo:
+            break
+        collector = UnitCollector(store)
+        ds = mining_dataset(cfg, plan, proxy_dir, threshold, todo, frozenset(store.entries), (low, high), per_call)
+        try:
+            # The driver commits units as their rows stream in: output rows are small, and
+            # only the driver sees every row of a unit, so only it can tell one is complete.
+            with watch("proxy mining", max(0, expected), lambda: before + collector.rows):
+                b, a = stream_into(collector, ds)
+                collector.finish()
+            busy, answered = busy + b, max(answered, a)
+            break
+        except lost as e:
+            if attempt == cfg.mine.stream_retries:
+                raise
+            note(f"mining lost a node or an actor ({type(e).__name__}); the units committed so far are kept and the "
+                 f"rest is mined again (retry {attempt + 1} of {cfg.mine.stream_retries})")
+            restarts.append(type(e).__name__)
+        finally:
+            committed, commit_s = committed + collector.committed, commit_s + collector.seconds
+            before = sum(store.entries[u]["rows"] for u in store.entries if u not in reused)
     mined_s = time.monotonic() - started
     check_complete(shards, store.entries, unit_rows, read_args)
     counts = split_outputs(plan, cfg, run, shards)
@@ -150,12 +143,56 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
              # with a teacher stage, the teacher sets the pace: the split would say nothing
              **start_and_steady(0.0 if threshold is not None else busy, answered, mined_s, mined_docs),
              "runtime": runtime,
-             "units": {"total": len(store.entries), "reused": len(reused), "mined": collector.committed,
-                       "unit_rows": unit_rows, "commit_s": round(collector.seconds, 3)},
+             "units": {"total": len(store.entries), "reused": len(reused), "mined": committed,
+                       "unit_rows": unit_rows, "commit_s": round(commit_s, 3)},
+             "restarts": restarts,  # why mining started again from its committed units, once per time
              "fingerprint": fp}
     write_json(run.mine_stats, stats)
     shutil.rmtree(run.rows, ignore_errors=True)
     return stats
+
+
+def lost_errors() -> tuple[type[Exception], ...]:
+    """What Ray raises when a node, an actor or an object is lost: mining goes on from the
+    units already committed (a lost node takes the actors and blocks on it with it)."""
+    from ray import exceptions as rx
+
+    return (rx.RayActorError, rx.NodeDiedError, rx.ObjectLostError, rx.WorkerCrashedError, rx.LocalRayletDiedError)
+
+
+def mining_dataset(cfg: RunConfig, plan: Plan, proxy_dir, threshold: float | None, todo: list, done: frozenset[str],
+                   pool: tuple[int, int], per_call: int):
+    """The corpus files `todo` (less the units `done`) read and answered by the proxy
+    actor pool, then, in a cascade, by the teacher pool."""
+    from ray.data import ActorPoolStrategy
+
+    ds = read_corpus(cfg.corpus, **cfg.read_options(), shards=todo, unit_rows=cfg.mine.unit_rows, skip=done,
+                     readers=pool[1])
+    threads = max(1, int(cfg.mine.cpus_per_actor))
+    ds = ds.map_batches(
+        ProxyStage,
+        fn_constructor_args=(str(proxy_dir), plan.model_dump_json(by_alias=True), cfg.model_dump_json(), threads,
+                             threshold),
+        batch_size=per_call,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
+        num_cpus=cfg.mine.cpus_per_actor,
+        num_gpus=cfg.mine.gpus_per_actor or None,
+        # A dead actor process (OOM, SIGKILL) is restarted by Ray and its in-flight
+        # batches rerun; set here, not left to Ray Data's defaults (-1/-1 in 2.60), so a
+        # batch that keeps killing its actor fails instead of looping.
+        max_restarts=cfg.mine.actor_restarts,
+        max_task_retries=cfg.mine.task_retries,
+    )
+    if threshold is not None:
+        ds = ds.map_batches(
+            TeacherStage, fn_constructor_args=(plan.model_dump_json(by_alias=True), cfg.model_dump_json()),
+            batch_size=per_call, batch_format="pyarrow",
+            compute=ActorPoolStrategy(min_size=1, max_size=cfg.mine.teacher_actors),
+            num_cpus=cfg.mine.cpus_per_actor, max_restarts=cfg.mine.actor_restarts,
+            max_task_retries=cfg.mine.task_retries,
+        )
+    return ds
 
 
 def stream_into(collector: UnitCollector, ds) -> tuple[float, int]:

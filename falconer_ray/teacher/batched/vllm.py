@@ -68,7 +68,8 @@ def engine_error_row(row: dict) -> dict:
 
 class VLLMTeacher(BatchTeacher):
     def __init__(self, model: str, *, batch_size: int = 16, concurrency: int = 1, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, engine_kwargs: dict | None = None, **prompting):
+                 max_model_len: int | None = None, engine_kwargs: dict | None = None,
+                 accelerator_type: str | None = None, **prompting):
         super().__init__(**prompting)
         if not model:
             raise ValueError("the vllm teacher needs a model (a hub id or a local path, --teacher-model)")
@@ -77,6 +78,7 @@ class VLLMTeacher(BatchTeacher):
         self.batch_size, self.concurrency = batch_size, concurrency
         self.tensor_parallel_size, self.max_model_len = tensor_parallel_size, max_model_len
         self.engine_kwargs = dict(engine_kwargs or {})
+        self.accelerator_type = accelerator_type
 
     def processor_config(self):
         from ray.data.llm import vLLMEngineProcessorConfig
@@ -93,6 +95,7 @@ class VLLMTeacher(BatchTeacher):
             engine_kwargs=engine,
             batch_size=self.batch_size,
             concurrency=self.concurrency,
+            accelerator_type=self.accelerator_type,
             chat_template_stage=chat,
             tokenize_stage=True,
             detokenize_stage=True,

@@ -1,0 +1,54 @@
+"""Mining on a real multi-node Ray cluster on this machine (`tests/cluster_mining.py`,
+one process per run): proxy actors spread over the worker nodes and never on the head,
+and a worker node taken away mid-run changes no output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from falconer_ray.config import merge
+from test_faults import mined_run, outputs
+from test_resume import DOCS, setup  # noqa: F401 - the corpus, proxy and thresholds of the resume tests
+
+HELPER = Path(__file__).with_name("cluster_mining.py")
+
+
+def mine_on_cluster(run, workers: int, remove_node: bool = False) -> dict:
+    cmd = [sys.executable, str(HELPER), str(run.path), "--workers", str(workers)] + (["--remove-node"] if remove_node else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def same_rows(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for doc_id, x in a.items():
+        y = b[doc_id]
+        assert x["folder"] == y["folder"], doc_id
+        assert x.get("label_positive") == pytest.approx(y.get("label_positive"), abs=1e-6), doc_id
+        spans_x, spans_y = x.get("span_people") or [], y.get("span_people") or []
+        assert [(s["start"], s["end"]) for s in spans_x] == [(s["start"], s["end"]) for s in spans_y], doc_id
+
+
+@pytest.mark.slow
+def test_actors_spread_over_workers_and_a_lost_node_changes_nothing(setup):  # noqa: F811
+    root, proxy_dir, cfg = setup
+    spread = mined_run(root, "cluster", proxy_dir, merge(cfg, {"mine.actors": 3}))
+    where = mine_on_cluster(spread, workers=3)
+    assert set(where["actor_nodes"]) == set(where["workers"])  # one actor on each worker node
+    assert where["head"] not in where["actor_nodes"]  # the head (no CPU) runs only the driver
+    report = json.loads(spread.report.read_text())
+    assert report["docs_in"] == DOCS and report["invariant_ok"] and report["accounted"]
+
+    hit = mined_run(root, "cluster-node-lost", proxy_dir, merge(cfg, {"mine.actors": 2}))
+    lost = mine_on_cluster(hit, workers=3, remove_node=True)
+    assert len(lost["removed"]) == 1 and lost["removed"][0] in lost["actor_nodes"]
+    print(f"\nmining restarted from its committed units after: {lost['restarts']}")
+    report = json.loads(hit.report.read_text())
+    assert report["docs_in"] == DOCS and report["invariant_ok"] and report["accounted"]
+    same_rows(outputs(hit), outputs(spread))
