@@ -19,7 +19,7 @@ from falconer_ray.corpus.sample import sample_documents
 from falconer_ray.plan.planner import make_plan
 from falconer_ray.plan.schema import Plan, plan_table
 from falconer_ray.progress import console, emit, note, print_table
-from falconer_ray.ray_env import init_ray
+from falconer_ray.ray_env import init_ray, with_gpus
 from falconer_ray.rundir import RunDir, read_json, write_json
 from falconer_ray.teacher import teacher_from_config
 
@@ -66,6 +66,7 @@ def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
     plan = Plan.load(run.require(run.plan, "plan"))
     check_corpus(cfg)
     init_ray()
+    cfg = with_gpus(cfg)
     docs = sample_documents(read_corpus(cfg.corpus, **cfg.read_options(), limit=cfg.limit),
                             cfg.n_annotate, cfg.seed)
     if not docs:
@@ -80,6 +81,7 @@ def stage_train(run: RunDir, cfg: RunConfig) -> dict:
     plan = Plan.load(run.require(run.plan, "plan"))
     rows = load_annotations(run)
     init_ray()
+    cfg = with_gpus(cfg)
     note(f"[bold]training[/] the proxy ({cfg.proxy.base}) on {sum(r['split'] == 'train' for r in rows)} "
                   f"documents with {cfg.train.num_workers} Ray Train workers")
     metrics = train_proxy(plan, rows, cfg, run)
@@ -98,6 +100,7 @@ def stage_mine(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
     plan = Plan.load(run.require(run.plan, "plan"))
     check_corpus(cfg)
     init_ray()
+    cfg = with_gpus(cfg)
     note(f"[bold]mining[/] {cfg.corpus} with the proxy" + (" (resuming)" if resume else ""))
     return mine(plan, cfg, run, resume=resume)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from falconer_ray.config import RunConfig, merge
 from falconer_ray.progress import mode, quiet_libraries
 
 
@@ -51,3 +52,29 @@ def _init_local(ray, num_cpus: int | None, log_to_driver: bool) -> None:
         configure_logging=True,
         logging_level="WARNING",
     )
+
+
+def cluster_gpus() -> float:
+    """GPUs of the nodes up, or the most the autoscaler's cluster config can start,
+    whichever is larger: a cold cluster with GPU node types has GPUs to come."""
+    import ray
+
+    up = ray.cluster_resources().get("GPU", 0.0)
+    try:  # Ray's own view of the cluster config (autoscaler v2); absent on a local Ray
+        from ray._private.state import state
+
+        declared = (state.get_max_resources_from_cluster_config() or {}).get("GPU", 0.0)
+    except Exception:  # noqa: BLE001 - a private API: without it, what is up decides
+        declared = 0.0
+    return max(up, declared)
+
+
+def with_gpus(cfg: RunConfig, gpus: float | None = None) -> RunConfig:
+    """`cfg` with the GPU settings left unset decided by `gpus` (default: `cluster_gpus()`,
+    which needs Ray up); set by a flag or a config file, they are kept."""
+    if cfg.train.use_gpu is not None and cfg.mine.gpus_per_actor is not None:
+        return cfg
+    has = (cluster_gpus() if gpus is None else gpus) > 0
+    return merge(cfg, {"train.use_gpu": has if cfg.train.use_gpu is None else cfg.train.use_gpu,
+                       "mine.gpus_per_actor": (1.0 if has else 0.0) if cfg.mine.gpus_per_actor is None
+                       else cfg.mine.gpus_per_actor})

@@ -39,7 +39,7 @@ from falconer_ray.mine.runtime_choice import choose_runtime
 from falconer_ray.plan.execute import ProxyAnswers, apply_plan
 from falconer_ray.plan.schema import Plan
 from falconer_ray.proxy import Proxy, Stopped
-from falconer_ray.ray_env import init_ray
+from falconer_ray.ray_env import init_ray, with_gpus
 from falconer_ray.rundir import RunDir
 
 APP_NAME = "falconer"
@@ -322,7 +322,7 @@ def start(run: RunDir, host: str = "127.0.0.1", port: int = 8000, replicas: int 
     init_ray()
     from ray import serve
 
-    cfg, _ = choose_runtime(run, plan, cfg)  # the same answers online as mining gives
+    cfg, _ = choose_runtime(run, plan, with_gpus(cfg))  # the same answers online as mining gives
     if serve.status().proxies:
         raise ServeError("Ray Serve is already running on this Ray cluster; stop it first (`serve shutdown`)")
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": limits.request_timeout_s})

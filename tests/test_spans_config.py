@@ -75,3 +75,17 @@ def test_set_pool_bounds_hold_whatever_is_up_and_unset_ones_fill_it():
     assert pool_size(gpu, {"CPU": 16.0}) == (1, 8)  # --gpu on a cluster with no GPU node up yet
     assert pool_size(merge(cfg, {"mine.gpus_per_actor": 0.5}), {"GPU": 2.0}) == (4, 4)
     assert pool_size(merge(cfg, {"mine.cpus_per_actor": 2}), {"CPU": 7.0}) == (3, 3)
+
+
+def test_unset_gpu_settings_follow_the_cluster_and_set_ones_hold(ray_local):
+    from falconer_ray.ray_env import cluster_gpus, with_gpus
+
+    cfg = RunConfig()
+    assert cfg.train.use_gpu is None and cfg.mine.gpus_per_actor is None  # unset: decided when Ray is up
+    here = with_gpus(cfg)  # this machine's Ray: no GPU up, no cluster config declaring any
+    assert cluster_gpus() == 0 and here.train.use_gpu is False and here.mine.gpus_per_actor == 0.0
+    found = with_gpus(cfg, gpus=8)
+    assert found.train.use_gpu is True and found.mine.gpus_per_actor == 1.0
+    chosen = merge(cfg, {"train.use_gpu": False, "mine.gpus_per_actor": 0.5})
+    assert with_gpus(chosen, gpus=8) == chosen  # a flag or a config file wins
+    assert with_gpus(merge(cfg, {"train.use_gpu": False}), gpus=8).mine.gpus_per_actor == 1.0

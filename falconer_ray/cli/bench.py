@@ -44,7 +44,7 @@ def bench_throughput(
         raise ValueError(f"--runtimes must be torch and/or onnx-int8, comma-separated (got {runtimes!r})")
     if gpu and "onnx-int8" in names:
         names = tuple(r for r in names if r != "onnx-int8")  # a CPU runtime: nothing to compare on GPUs
-    cfg = load_config(config, **{"mine.gpus_per_actor": 1.0 if gpu else None})
+    cfg = load_config(config, **{"mine.gpus_per_actor": 1.0 if gpu else 0.0})
     emit_json(run_throughput(docs, source, teacher_docs, int_list(actors, "--actors"), cfg,
                          str(proxy) if proxy else None, bare_seconds, ("torch",) + tuple(r for r in names if r != "torch")),
               json_file)

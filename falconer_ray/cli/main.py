@@ -69,7 +69,7 @@ def mine(
     cfg = load_config(config, None, instruction=instruction, corpus=corpus_location(corpus), text_field=text_field,
                   id_field=id_field, limit=limit, n_annotate=n_annotate, **{
                       **teacher_flags(teacher, teacher_model, teacher_url, teacher_api_key_env), "proxy.base": proxy_base, "train.epochs": epochs,
-                      "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": 1.0 if gpu else None,
+                      "train.num_workers": workers, "train.use_gpu": gpu, "mine.gpus_per_actor": None if gpu is None else float(gpu),
                       "proxy.runtime": proxy_runtime and proxy_runtime.value, "mine.jsonl": jsonl, "mine.keep_text": keep_text,
                       "mine.target_agreement": target_agreement, "mine.delta": delta})
     report = mine_all(cfg, out, plan, quote=quote, resume=resume, review=plan_review(yes))

@@ -168,7 +168,7 @@ def fit(examples: list[dict], cfg: RunConfig, out: Path, storage: Path, pos_weig
             "stride": cfg.proxy.stride, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
             "epochs": cfg.train.epochs, "pos_weight": pos_weight, "seed": cfg.seed, "progress": steps.queue,
         },
-        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu),
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=bool(cfg.train.use_gpu)),
         run_config=RayRunConfig(name="proxy", storage_path=str(storage)),
     )
     try:

@@ -23,7 +23,7 @@ from falconer_ray.corpus.read import iter_corpus
 from falconer_ray.progress import progress
 from falconer_ray.proxy import label_examples, resolve_base, span_examples
 from falconer_ray.proxy.model import is_proxy_dir
-from falconer_ray.ray_env import init_ray
+from falconer_ray.ray_env import init_ray, with_gpus
 from falconer_ray.rundir import write_json
 from falconer_ray.train.fit import fit
 
@@ -330,6 +330,7 @@ def pretrain(texts: list[str], cfg: RunConfig, out: str | Path, instances: int =
     tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.proxy.base))
     examples = to_examples(built, tokenizer, cfg.proxy.max_length, cfg.proxy.stride)
     init_ray()
+    cfg = with_gpus(cfg)
     trained = fit(examples, cfg, out, out.with_name(out.name + ".train"), description="pretraining")
     labels = [i.label for i in built if i.kind == "label"]
     metrics = {
