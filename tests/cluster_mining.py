@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import tempfile
 import threading
 
@@ -24,11 +25,19 @@ from falconer_ray.mine.units import MANIFEST  # noqa: E402
 from falconer_ray.rundir import RunDir  # noqa: E402
 
 
-def proxy_actor_nodes() -> dict[str, str]:
-    """Alive proxy actors by actor id: the node each runs on."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proxy_actor_nodes(dashboard: str) -> dict[str, str]:
+    """Alive proxy actors by actor id: the node each runs on (asked of this cluster's
+    dashboard by name: the test session's own Ray may be up too)."""
     from ray.util.state import list_actors
 
-    return {a.actor_id: a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.actor_id: a.node_id for a in list_actors(address=f"http://{dashboard}", limit=1000,
+                                                       filters=[("state", "=", "ALIVE")])
             if "ProxyStage" in a.class_name and a.node_id}
 
 
@@ -52,7 +61,7 @@ def main() -> None:
     temp = tempfile.mkdtemp(prefix="frc-", dir="/tmp")  # short: Ray's socket paths must fit
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "object_store_memory": 150_000_000, "temp_dir": temp, "include_dashboard": True,
-        "dashboard_host": "127.0.0.1"})
+        "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})  # the session's own Ray may hold 8265
     workers = [cluster.add_node(num_cpus=1, object_store_memory=150_000_000, resources={"cpu_worker": 1})
                for _ in range(args.workers)]
     cluster.wait_for_nodes()
@@ -66,7 +75,7 @@ def main() -> None:
         """Note where proxy actors run; with --remove-node, take one's node away mid-run."""
         while not done.wait(0.5):
             try:
-                seen.update(proxy_actor_nodes())
+                seen.update(proxy_actor_nodes(cluster.webui_url))
             except Exception:  # noqa: BLE001 - the state API can miss a beat while a node dies
                 continue
             if args.remove_node and not removed and committed(run) >= 3 and seen:

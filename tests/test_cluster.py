@@ -1,6 +1,7 @@
-"""Mining on a real multi-node Ray cluster on this machine (`tests/cluster_mining.py`,
-one process per run): proxy actors spread over the worker nodes and never on the head,
-and a worker node taken away mid-run changes no output."""
+"""Mining on real multi-node Ray clusters on this machine, one process per run: proxy
+actors spread over the worker nodes and never on the head, a worker node taken away
+mid-run changes no output (`tests/cluster_mining.py`), and a cluster with no worker node
+grows to the configured pool and back (`tests/autoscaling_mining.py`)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,22 @@ def test_actors_spread_over_workers_and_a_lost_node_changes_nothing(setup):  # n
     report = json.loads(hit.report.read_text())
     assert report["docs_in"] == DOCS and report["invariant_ok"] and report["accounted"]
     same_rows(outputs(hit), outputs(spread))
+
+
+@pytest.mark.slow
+def test_a_cold_autoscaling_cluster_grows_to_the_configured_pool(setup):  # noqa: F811
+    """No worker node at the start: the waiting proxy actors make the autoscaler add
+    nodes until the pool reaches `mine.actors`, the run finishes, and the idle nodes go."""
+    root, proxy_dir, cfg = setup
+    # Both bounds set: the pool asks for 2 actors though no node is up to hold one
+    # (how far Ray Data grows a pool between its bounds is its own policy).
+    run = mined_run(root, "autoscaled", proxy_dir, merge(cfg, {"mine.actors": 2, "mine.min_actors": 2}))
+    cmd = [sys.executable, str(HELPER.with_name("autoscaling_mining.py")), str(run.path), "--max-workers", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    grew = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\nautoscaled: {grew}")
+    assert grew["workers_at_start"] == 0 and grew["worker_nodes_seen"] == 2 and grew["most_proxy_actors"] == 2
+    assert grew["workers_left"] == 0  # and back down once the work is done
+    report = json.loads(run.report.read_text())
+    assert report["docs_in"] == DOCS and report["invariant_ok"] and report["accounted"]

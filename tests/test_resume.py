@@ -22,6 +22,7 @@ from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.rundir import RunDir
 from falconer_ray.mine.units import MANIFEST, ResumeError, UnitStore, fingerprint
+from ray_processes import kill_ray
 from test_faults import PLAN, mined_run, outputs, split_point
 
 DOCS = 1200
@@ -51,34 +52,6 @@ def setup(tmp_path_factory, cache_dir):
     cfg = merge(cfg, {"mine.unit_rows": UNIT_ROWS, "mine.batch_size": 50,
                       "mine.label_threshold": split_point(labels), "mine.span_threshold": split_point(spans)})
     return root, proxy_dir, cfg
-
-
-def ray_pids(ray_dir: str) -> list[int]:
-    """Processes of the Ray that lives in `ray_dir` (its path is on their command lines)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if ray_dir in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
-def kill_ray(ray_dir: str) -> None:
-    for _ in range(20):
-        pids = ray_pids(ray_dir)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-    raise AssertionError(f"Ray processes of {ray_dir} survived SIGKILL: {ray_pids(ray_dir)}")
 
 
 def start_and_kill(run: RunDir, log_path: Path, address: str | None = None) -> bool:
