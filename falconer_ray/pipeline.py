@@ -66,7 +66,6 @@ def stage_annotate(run: RunDir, cfg: RunConfig, teacher=None) -> dict:
     plan = Plan.load(run.require(run.plan, "plan"))
     check_corpus(cfg)
     init_ray()
-    cfg = with_gpus(cfg)
     docs = sample_documents(read_corpus(cfg.corpus, **cfg.read_options(), limit=cfg.limit),
                             cfg.n_annotate, cfg.seed)
     if not docs:

@@ -6,9 +6,10 @@ into batches of about a second of work (`Limits.batch_chars`), and a large reque
 pool a batch's worth at a time: small requests queued meanwhile ride in the next batch
 instead of waiting for all of it, and a client that hangs up stops its request at the
 next batch. A text longer than a batch goes to a lane of its own, so it never holds up
-the short ones, and stops within a fraction of a batch's work when its client hangs up. Everything a client sends is checked before it reaches the model (body size,
-JSON, schema, characters per text and per request, token, Host), and every refusal is a
-4xx with a JSON `error`, never a traceback; a full queue answers 503 at once.
+the short ones, and stops within a fraction of a batch's work when its client hangs up.
+Everything a client sends is checked before it reaches the model (body size, JSON,
+schema, characters per text and per request, token, Host), and every refusal is a 4xx
+with a JSON `error`, never a traceback; a full queue answers 503 at once.
 
 Routes: POST /v1/mine; GET /v1/plan (the plan and thresholds the answers follow);
 GET /healthz (no token, for load balancers).
