@@ -1,10 +1,11 @@
 """Mine a prepared run directory on a multi-node Ray cluster started on this machine
 (`ray.cluster_utils.Cluster`: a head with no CPU, as in cluster.yaml, and worker nodes
-of one CPU each), in a process of its own; `--remove-node` takes away the worker node of
-a busy proxy actor once some units are committed. Prints one JSON line: where the proxy
-actors ran, the nodes, and the node removed.
+of `--worker-cpus` CPUs), in a process of its own; `--remove-node` takes away the worker node of
+a busy proxy actor once some units are committed, `--llm-node` adds a node with the
+custom resource `llm`. Prints one JSON line: where the proxy and teacher actors ran, the
+nodes, and the node removed.
 
-    python tests/cluster_mining.py RUN_DIR --workers 3 [--remove-node]
+    python tests/cluster_mining.py RUN_DIR --workers 3 [--remove-node] [--llm-node]
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def proxy_actor_nodes(dashboard: str) -> dict[str, str]:
-    """Alive proxy actors by actor id: the node each runs on (asked of this cluster's
-    dashboard by name: the test session's own Ray may be up too)."""
+def stage_actor_nodes(dashboard: str, stage: str) -> dict[str, str]:
+    """Alive actors of one mining stage (ProxyStage, TeacherStage) by actor id: the node
+    each runs on (asked of this cluster's dashboard by name: the test session's own Ray
+    may be up too)."""
     from ray.util.state import list_actors
 
     return {a.actor_id: a.node_id for a in list_actors(address=f"http://{dashboard}", limit=1000,
                                                        filters=[("state", "=", "ALIVE")])
-            if "ProxyStage" in a.class_name and a.node_id}
+            if stage in a.class_name and a.node_id}
 
 
 def committed(run: RunDir) -> int:
@@ -50,7 +52,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--worker-cpus", type=int, default=1)
     ap.add_argument("--remove-node", action="store_true")
+    ap.add_argument("--llm-node", action="store_true", help="one more worker, of 2 CPUs and the custom resource llm")
     args = ap.parse_args()
 
     import ray
@@ -62,12 +66,14 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "object_store_memory": 150_000_000, "temp_dir": temp, "include_dashboard": True,
         "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})  # the session's own Ray may hold 8265
-    workers = [cluster.add_node(num_cpus=1, object_store_memory=150_000_000, resources={"cpu_worker": 1})
-               for _ in range(args.workers)]
+    workers = [cluster.add_node(num_cpus=args.worker_cpus, object_store_memory=150_000_000,
+                                resources={"cpu_worker": 1}) for _ in range(args.workers)]
+    llm = cluster.add_node(num_cpus=2, object_store_memory=150_000_000, resources={"llm": 1}) if args.llm_node else None
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="WARNING")
     run = RunDir(args.run_dir)
     seen: dict[str, str] = {}
+    teachers: dict[str, str] = {}
     removed: list[str] = []
     done = threading.Event()
 
@@ -75,7 +81,8 @@ def main() -> None:
         """Note where proxy actors run; with --remove-node, take one's node away mid-run."""
         while not done.wait(0.5):
             try:
-                seen.update(proxy_actor_nodes(cluster.webui_url))
+                seen.update(stage_actor_nodes(cluster.webui_url, "ProxyStage"))
+                teachers.update(stage_actor_nodes(cluster.webui_url, "TeacherStage"))
             except Exception:  # noqa: BLE001 - the state API can miss a beat while a node dies
                 continue
             if args.remove_node and not removed and committed(run) >= 3 and seen:
@@ -86,6 +93,7 @@ def main() -> None:
                     cluster.remove_node(node, allow_graceful=False)
 
     head, worker_ids = cluster.head_node.node_id, [w.node_id for w in workers]
+    llm_id = llm.node_id if llm is not None else None
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
@@ -96,7 +104,8 @@ def main() -> None:
         watcher.join(timeout=10)
         ray.shutdown()
         cluster.shutdown()
-    print(json.dumps({"actor_nodes": sorted(set(seen.values())), "head": head, "workers": worker_ids,
+    print(json.dumps({"actor_nodes": sorted(set(seen.values())), "teacher_nodes": sorted(set(teachers.values())),
+                      "head": head, "workers": worker_ids, "llm_node": llm_id,
                       "removed": removed, "restarts": json.loads(run.mine_stats.read_text())["restarts"]}))
 
 

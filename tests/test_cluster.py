@@ -19,8 +19,9 @@ from test_resume import DOCS, setup  # noqa: F401 - the corpus, proxy and thresh
 HELPER = Path(__file__).with_name("cluster_mining.py")
 
 
-def mine_on_cluster(run, workers: int, remove_node: bool = False) -> dict:
-    cmd = [sys.executable, str(HELPER), str(run.path), "--workers", str(workers)] + (["--remove-node"] if remove_node else [])
+def mine_on_cluster(run, workers: int, remove_node: bool = False, llm_node: bool = False, worker_cpus: int = 1) -> dict:
+    cmd = [sys.executable, str(HELPER), str(run.path), "--workers", str(workers), "--worker-cpus", str(worker_cpus)] + \
+        (["--remove-node"] if remove_node else []) + (["--llm-node"] if llm_node else [])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -72,3 +73,35 @@ def test_a_cold_autoscaling_cluster_grows_to_the_configured_pool(setup):  # noqa
     assert grew["workers_left"] == 0  # and back down once the work is done
     report = json.loads(run.report.read_text())
     assert report["docs_in"] == DOCS and report["invariant_ok"] and report["accounted"]
+
+
+@pytest.mark.slow
+def test_the_cascade_teacher_runs_only_on_the_node_with_its_resource(setup, tmp_path):  # noqa: F811
+    """`mine.teacher_resources: {llm: 1}` keeps the cascade's teacher actors on the node
+    started with that resource, whatever other room the cluster has."""
+    import numpy as np
+
+    from falconer_ray.corpus.read import iter_corpus
+    from falconer_ray.mine.cascade import cascade_file
+    from falconer_ray.plan.execute import ProxyAnswers, apply_plan
+    from falconer_ray.plan.schema import Plan
+    from falconer_ray.proxy import Proxy
+    from test_faults import PLAN
+
+    root, proxy_dir, cfg = setup
+    docs = 60
+    cfg = merge(cfg, {"limit": docs, "mine.actors": 2, "mine.target_agreement": 0.9, "mine.delta": 0.05,
+                      "mine.teacher_resources": {"llm": 1}})
+    texts = [t for table in iter_corpus(cfg.corpus, id_field="id", limit=docs) for t in table.column("text").to_pylist()]
+    confidence = [a.confidence for a in apply_plan(ProxyAnswers(Proxy.load(proxy_dir), cfg), Plan.model_validate(PLAN), texts)]
+    run = mined_run(root, "cascade-placed", proxy_dir, cfg)
+    threshold = float(np.quantile(confidence, 0.15))  # a few documents go to the teacher
+    # What calibration writes, with the threshold chosen here (calibration is not what this tests)
+    cascade_file(run).write_text(json.dumps({"target": 0.9, "delta": 0.05, "threshold": threshold, "n": docs,
+                                             "agreement": 0.9, "to_teacher": 0.15, "proxy_only_agreement": 0.8}))
+    # Room for the teacher elsewhere too: without the resource, it landed on a worker in
+    # one of two runs here.
+    where = mine_on_cluster(run, workers=2, llm_node=True, worker_cpus=2)
+    assert where["teacher_nodes"] == [where["llm_node"]]
+    report = json.loads(run.report.read_text())
+    assert report["docs_in"] == docs and report["invariant_ok"] and report["cascade"]["docs_to_teacher"] > 0

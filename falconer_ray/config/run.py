@@ -48,6 +48,7 @@ class MineConfig(BaseModel):
     actors: int | None = Field(None, ge=1, le=10_000, description="Max proxy actors, whatever is up when the job starts: on an autoscaling cluster the actors waiting for room make it add nodes (default: one per CPU, or per GPU, of the nodes up).")
     min_actors: int | None = Field(None, ge=1, le=10_000, description="Floor of the proxy actor pool (default: as many as fit the nodes up, at least one).")
     teacher_actors: int = Field(1, ge=1, le=1_000, description="Cascade: max teacher actors (each loads the teacher); the pool grows from one while documents wait for the teacher.")
+    teacher_resources: dict[str, float] = Field(default_factory=dict, description="Cascade: custom Ray resources each teacher actor asks for, e.g. {llm: 1} with nodes started with that resource, so the teacher runs only where it can (its model, its GPUs).")
     block_bytes: int = Field(512 * 1024, ge=16 * 1024, le=1 << 30, description="Target Ray Data block size: smaller blocks spread a few large files over more actors.")
     cpus_per_actor: float = Field(1.0, gt=0, le=64)
     gpus_per_actor: float | None = Field(None, ge=0, le=8, description="GPUs per proxy actor (unset: 1 when the cluster has GPUs or its autoscaler config declares some, else 0).")

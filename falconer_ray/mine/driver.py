@@ -189,7 +189,8 @@ def mining_dataset(cfg: RunConfig, plan: Plan, proxy_dir, threshold: float | Non
             TeacherStage, fn_constructor_args=(plan.model_dump_json(by_alias=True), cfg.model_dump_json()),
             batch_size=per_call, batch_format="pyarrow",
             compute=ActorPoolStrategy(min_size=1, max_size=cfg.mine.teacher_actors),
-            num_cpus=cfg.mine.cpus_per_actor, max_restarts=cfg.mine.actor_restarts,
+            num_cpus=cfg.mine.cpus_per_actor, resources=cfg.mine.teacher_resources or None,
+            max_restarts=cfg.mine.actor_restarts,
             max_task_retries=cfg.mine.task_retries,
         )
     return ds
