@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,13 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every socket on 127.0.0.1
 
+from falconer_ray.bench.serve import free_port  # noqa: E402
 from ray_processes import kill_ray  # noqa: E402 - beside this file
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def autoscaler_config(port: int, max_workers: int) -> dict:

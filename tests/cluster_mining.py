@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import threading
 
@@ -21,15 +20,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every socket 
 
 from pathlib import Path  # noqa: E402
 
+from falconer_ray.bench.serve import free_port  # noqa: E402
 from falconer_ray.config import RunConfig  # noqa: E402
 from falconer_ray.mine.units import MANIFEST  # noqa: E402
 from falconer_ray.rundir import RunDir  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stage_actor_nodes(dashboard: str, stage: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from falconer_ray.config import merge
-from test_faults import mined_run, outputs
+from test_faults import mined_run, outputs, same_rows
 from test_resume import DOCS, setup  # noqa: F401 - the corpus, proxy and thresholds of the resume tests
 
 HELPER = Path(__file__).with_name("cluster_mining.py")
@@ -25,16 +25,6 @@ def mine_on_cluster(run, workers: int, remove_node: bool = False, llm_node: bool
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def same_rows(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for doc_id, x in a.items():
-        y = b[doc_id]
-        assert x["folder"] == y["folder"], doc_id
-        assert x.get("label_positive") == pytest.approx(y.get("label_positive"), abs=1e-6), doc_id
-        spans_x, spans_y = x.get("span_people") or [], y.get("span_people") or []
-        assert [(s["start"], s["end"]) for s in spans_x] == [(s["start"], s["end"]) for s in spans_y], doc_id
 
 
 @pytest.mark.slow

@@ -70,6 +70,19 @@ def outputs(run: RunDir) -> dict[str, dict]:
     return rows
 
 
+def same_rows(a: dict, b: dict) -> None:
+    """Two runs' `outputs` hold the same documents, each in the same folder with the same
+    spans; label scores agree to 1e-6 (a score moves by a float ulp with the other
+    documents of its forward batch)."""
+    assert a.keys() == b.keys()
+    for doc_id, x in a.items():
+        y = b[doc_id]
+        assert x["folder"] == y["folder"], doc_id
+        assert x.get("label_positive") == pytest.approx(y.get("label_positive"), abs=1e-6), doc_id
+        spans_x, spans_y = x.get("span_people") or [], y.get("span_people") or []
+        assert [(s["start"], s["end"]) for s in spans_x] == [(s["start"], s["end"]) for s in spans_y], doc_id
+
+
 def proxy_actors() -> list:
     from ray.util.state import list_actors
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from falconer_ray.bench.serve import free_port
 from falconer_ray.cli.main import app
 from falconer_ray.config import RunConfig, merge
 from falconer_ray.corpus import CorpusError
@@ -25,12 +26,6 @@ from falconer_ray.corpus.count import count_documents
 from falconer_ray.corpus.read import check_fields, iter_corpus, list_files
 
 BUCKET = "corpora"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

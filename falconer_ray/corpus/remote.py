@@ -62,6 +62,11 @@ def _filesystem(base: str, query: str):
     return fs
 
 
+def _store_root(uri: str) -> str:
+    """scheme://netloc of a URI: the store its file system is made for."""
+    return uri.split("://", 1)[0] + "://" + urlsplit(uri).netloc
+
+
 def _store_path(uri: str) -> str:
     """The path pyarrow's file system gives to one URI (bucket/key for object stores)."""
     parts = urlsplit(uri)
@@ -113,7 +118,7 @@ class RemoteFile:
         return self._fs().open_input_file(_store_path(self.uri))
 
     def _fs(self):
-        return _filesystem(self.uri.split("://", 1)[0] + "://" + urlsplit(self.uri).netloc, self.query)
+        return _filesystem(_store_root(self.uri), self.query)
 
 
 def list_remote(corpus: str, keep) -> list[RemoteFile]:
@@ -123,8 +128,7 @@ def list_remote(corpus: str, keep) -> list[RemoteFile]:
     import pyarrow.fs as pafs
 
     base, query = _split(corpus)
-    root_uri = base.split("://", 1)[0] + "://" + urlsplit(base).netloc
-    fs, root = _filesystem(root_uri, query), _store_path(base)
+    fs, root = _filesystem(_store_root(base), query), _store_path(base)
     try:
         info = fs.get_file_info(root)
         if info.type == pafs.FileType.File:

@@ -96,9 +96,9 @@ def mine(plan: Plan, cfg: RunConfig, run: RunDir, resume: bool = False) -> dict:
     started = time.monotonic()
     up = ray.cluster_resources()
     low, high = pool_size(cfg, up)
-    if low > actors_that_fit(cfg, up):
+    if low > (fit := actors_that_fit(cfg, up)):
         note(f"the proxy actor pool starts with {low} actor(s) and the nodes up now hold "
-             f"{actors_that_fit(cfg, up)}: mining starts once the autoscaler has added nodes for them")
+             f"{fit}: mining starts once the autoscaler has added nodes for them")
     if threshold is not None:  # leave room for the teacher actor, or it never starts
         high = max(1, high - 1)
         low = min(low, high)
