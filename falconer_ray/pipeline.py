@@ -36,7 +36,7 @@ def stage_plan(run: RunDir, cfg: RunConfig, plan_file: str | Path | None = None,
         note(f"[bold]planning[/] with the teacher ({cfg.teacher.kind}: {cfg.teacher.model_name()})")
         teacher = teacher or teacher_from_config(cfg.teacher)
         before = teacher.stats.snapshot()
-        plan = make_plan(cfg.instruction, teacher)
+        plan = make_plan(cfg.instruction, teacher, on_note=lambda line: note(f"plan: {line}"))
         write_json(run.plan_stats, {"teacher": teacher.name, "stats": teacher.stats.since(before).to_dict()})
     plan.save(run.plan)
     cfg.save(run.path)

@@ -191,3 +191,19 @@ def test_memory_bench_relays_the_childs_notes_and_progress_as_lines_complete(tmp
     child_log()
     shown = capsys.readouterr().err
     assert "report: out/report.html" in shown and "mining corpus/" not in shown  # only what is new
+
+
+@pytest.mark.slow
+def test_label_scoring_reads_only_the_document_after_the_shared_prefix(tmp_path, cache_dir):
+    import json
+
+    from falconer_ray.bench import teacher_rate
+
+    out = tmp_path / "rate.json"
+    teacher_rate.main_args(["--model", "gemma3-270m", "--n", "6", "--repeats", "1", "--threads", "1",
+                            "--json", str(out)])
+    got = json.loads(out.read_text())
+    assert got["docs"] == 6 and got["label_tokens_per_s"] > 0 and got["llama_pp512_tokens_per_s"] > 0
+    # the demonstrations (hundreds of tokens) stay in the KV cache: a call evaluates the review and a few more
+    assert got["tokens_evaluated"] < got["prompt_tokens"] / 4
+    assert got["ratio_to_pp512"] == pytest.approx(got["label_tokens_per_s"] / got["llama_pp512_tokens_per_s"], rel=0.01)

@@ -341,9 +341,10 @@ def planner_completions(draw):
 def test_planner_text_parses_to_the_intended_plan(completion, data):
     text, groups, classes, fields = completion
     questions = list(dict.fromkeys(q for g in groups for _, q in g))  # a repeated question is one step
-    labels = list(dict.fromkeys(questions + [q for _, q in classes]))
+    # an item named "none" is the slot's "nothing" word, not a step
+    labels = list(dict.fromkeys(questions + [q for n, q in classes if n != "none"]))
     # a field is never a label's question again, nor a yes/no question
-    spans = [q for q in dict.fromkeys(q for _, q in fields) if q not in labels and not is_yes_no(q)]
+    spans = [q for q in dict.fromkeys(q for n, q in fields if n != "none") if q not in labels and not is_yes_no(q)]
     if not labels and not spans:
         with pytest.raises(PlanError, match="no step"):
             plan_from_text("the request", text)
@@ -521,6 +522,20 @@ def test_clip_document_is_a_prefix_cut_at_whitespace(data, text):
     else:
         assert len(shown) <= max_chars
         assert shown == text[:max_chars] or text[len(shown)].isspace()
+
+
+@FAST
+@given(st.data(), documents | worded_documents)
+def test_label_view_holds_the_start_and_the_end_within_the_limit(data, text):
+    max_chars = data.draw(st.integers(-5, len(text) + 5) | st.integers(1, max(1, len(text))), label="max_chars")
+    shown = prompts.label_view(text, max_chars)
+    if max_chars <= 0 or len(text) <= max_chars:
+        assert shown == text
+        return
+    assert len(shown) <= max_chars
+    head, sep, tail = shown.partition(prompts.ELISION)
+    assert text.startswith(head)
+    assert not sep or text.endswith(tail)
 
 
 @FAST

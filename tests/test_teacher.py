@@ -31,6 +31,17 @@ def test_clip_document_is_a_whitespace_prefix():
     assert prompts.clip_document(blob, 50) == "x" * 50
 
 
+def test_a_label_sees_a_long_documents_start_and_end():
+    doc = "It opens well. " + "Then the middle drags on. " * 100 + "In the end: average at best."
+    shown = prompts.label_view(doc, 300)
+    assert len(shown) <= 300 and shown.startswith("It opens well.") and shown.endswith("average at best.")
+    assert prompts.ELISION in shown and prompts.label_view("short", 300) == "short"
+    teacher = FakeTeacher()
+    teacher.max_doc_chars = 300
+    out = cached_label(teacher, AnnotationCache(":memory:"), [doc], "Is it positive?")
+    assert out.shown == teacher.seen == [shown]  # what the teacher was asked about, and its cache key
+
+
 def test_prompts_put_document_last_and_share_a_prefix():
     a = prompts.label_prompt("Is it about cats?", "first doc")
     b = prompts.label_prompt("Is it about cats?", "second doc")
@@ -138,7 +149,7 @@ def test_cached_label_pays_once(tmp_path):
         first = cached_label(teacher, cache, texts, "Good?", on_progress=progress.append)
         assert first.calls == 3  # the duplicate document costs nothing
         assert first.probs == [0.9, 0.1, 0.9, 0.1]
-        assert first.shown[3] == prompts.clip_document(texts[3], 40)  # what the teacher saw
+        assert first.shown[3] == prompts.label_view(texts[3], 40)  # what the teacher saw
         assert teacher.seen[-1] == first.shown[3]
         assert progress[-1] == len(texts)
     with AnnotationCache(tmp_path / "c.sqlite") as cache:  # survives reopening

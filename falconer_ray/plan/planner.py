@@ -21,6 +21,7 @@ import re
 
 from pydantic import ValidationError
 
+from falconer_ray.plan.fit import fit_to_request
 from falconer_ray.plan.schema import All, AnyOf, Not, Plan, PlanError, Step
 
 MAX_FILTER_CLAUSES = 4
@@ -136,8 +137,9 @@ def planner_grammar(max_clauses: int = MAX_FILTER_CLAUSES, max_items: int = MAX_
         f"some     ::= clause (joiner clause){{0,{max_clauses - 1}}}",
         'clause   ::= ("NOT ")? question',
         'joiner   ::= " AND " | " OR "',
-        # "Is ...", "Does ...": a capital then lower case (tiny models otherwise drift into capitals)
-        f'question ::= [A-Z] [a-z] [^?\\n;|]{{1,{max_question - 3}}} "?"',
+        # "Is ...", "Does ...": a capital then lower case (tiny models otherwise drift into capitals);
+        # no ":" (a question holding "Extract: none : ..." is the model writing its prompt again)
+        f'question ::= [A-Z] [a-z] [^?\\n;|:]{{1,{max_question - 3}}} "?"',
         'items    ::= "none" | itemsome',
         f'itemsome ::= item (" ; " item){{0,{max_items - 1}}}',
         f'item     ::= [a-z] [a-z0-9_]{{0,{max_name - 1}}} ": " question',
@@ -245,7 +247,8 @@ def _parse_items(text: str) -> list[tuple[str, str]]:
         name, sep, question = item.partition(":")
         if not sep or not question.strip():
             raise PlanError(f"item '{item}' is not 'name: question'")
-        items.append((name, question.strip()))
+        if name.strip().lower() != "none":  # the slot's own "nothing" word used as a name
+            items.append((name, question.strip()))
     return items
 
 
@@ -278,7 +281,8 @@ class PlanningFailed(PlanError):
         self.attempts = attempts
 
 
-def plan_with_trace(instruction: str, teacher, repair_rounds: int = REPAIR_ROUNDS) -> tuple[Plan, list[tuple[str, str]]]:
+def plan_with_trace(instruction: str, teacher, repair_rounds: int = REPAIR_ROUNDS,
+                    on_note=None) -> tuple[Plan, list[tuple[str, str]]]:
     """Like `make_plan`, also returning the rejected tries (raw output, reason) before the plan."""
     instruction = " ".join(instruction.split())
     if not instruction:
@@ -288,9 +292,14 @@ def plan_with_trace(instruction: str, teacher, repair_rounds: int = REPAIR_ROUND
         prompt = planner_prompt(instruction, attempts[-1] if attempts else None)
         raw = teacher.complete(prompt, max_tokens=MAX_TOKENS, stop=["\nRequest:", "\n\n"], grammar=PLANNER_GRAMMAR)
         try:
-            return plan_from_text(instruction, raw), attempts
+            plan = plan_from_text(instruction, raw)
         except (PlanError, ValueError) as e:  # ValidationError is a ValueError
             attempts.append((raw, _reason(e)))
+            continue
+        plan, notes = fit_to_request(plan, instruction)
+        for line in notes:
+            (on_note or (lambda _: None))(line)
+        return plan, attempts
     tries = "\n".join(f"--- attempt {i} (rejected: {_one_line(reason)})\nFilter:{raw}"
                       for i, (raw, reason) in enumerate(attempts, 1))
     raise PlanningFailed(
@@ -301,10 +310,11 @@ def plan_with_trace(instruction: str, teacher, repair_rounds: int = REPAIR_ROUND
     )
 
 
-def make_plan(instruction: str, teacher, repair_rounds: int = REPAIR_ROUNDS) -> Plan:
-    """Ask the teacher for a plan; an invalid answer is sent back once with the reason.
+def make_plan(instruction: str, teacher, repair_rounds: int = REPAIR_ROUNDS, on_note=None) -> Plan:
+    """Ask the teacher for a plan; an invalid answer is sent back once with the reason,
+    and a valid one is trimmed to what the request asks for (`on_note` hears each cut).
 
     Raises PlanError (PlanningFailed) with every raw answer and a hand-written example
     plan when no answer validates.
     """
-    return plan_with_trace(instruction, teacher, repair_rounds)[0]
+    return plan_with_trace(instruction, teacher, repair_rounds, on_note)[0]

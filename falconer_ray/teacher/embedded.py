@@ -101,7 +101,7 @@ class EmbeddedTeacher:
         out: list[float] = []
         for i, text in enumerate(texts, 1):
             t0 = time.perf_counter()
-            tokens = self._fit(prompts.label_prompt, prompts.label_messages, instruction, text, 1)
+            tokens = self._fit(prompts.label_prompt, prompts.label_messages, instruction, text, 1, prompts.label_view)
             logits = self._prefill(tokens)
             # P(yes) normalised over the two answers only.
             margin = _logsumexp(logits[self._yes]) - _logsumexp(logits[self._no])
@@ -174,16 +174,17 @@ class EmbeddedTeacher:
         data = doc.encode("utf-8")
         return self.llm.tokenize(data, add_bos=False, special=True) != self.llm.tokenize(data, add_bos=False, special=False)
 
-    def _fit(self, fewshot_fn, chat_fn, instruction: str, text: str, room: int) -> list[int]:
+    def _fit(self, fewshot_fn, chat_fn, instruction: str, text: str, room: int,
+             clip=prompts.clip_document) -> list[int]:
         """Prompt tokens for `text`, clipped to max_doc_chars and, if the
         tokenizer is unkind (emoji, rare scripts), further until it fits n_ctx."""
         limit = self.max_doc_chars
-        doc = prompts.clip_document(text, limit)
+        doc = clip(text, limit)
         tokens = self._tokens(fewshot_fn, chat_fn, instruction, doc)
         while len(tokens) + room > self._n_ctx and doc:
             self.stats.reject("doc_overflow")
             limit = len(doc) // 2
-            doc = prompts.clip_document(doc, limit)
+            doc = clip(text, limit) if limit > 0 else ""
             tokens = self._tokens(fewshot_fn, chat_fn, instruction, doc)
         if len(tokens) + room > self._n_ctx:
             raise ValueError(f"instruction alone exceeds n_ctx={self._n_ctx}; raise n_ctx")

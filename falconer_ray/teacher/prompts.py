@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 
-PROMPT_VERSION = "fs2"
+PROMPT_VERSION = "fs3"
 
 DEFAULT_MAX_DOC_CHARS = 1500
 MAX_SPAN_ITEMS = 8
@@ -42,6 +42,31 @@ def clip_document(text: str, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> str:
     if cut < max_chars // 2:  # no usable whitespace (e.g. a URL blob): hard cut
         return text[:max_chars]
     return text[:cut].rstrip()
+
+
+ELISION = " … "
+
+
+def label_view(text: str, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> str:
+    """The part of `text` the teacher judges a yes/no question on: its start and its end.
+
+    A verdict often comes last (a review's "average at best", an abstract's
+    conclusion), so a long document is shown as its first and last halves of
+    `max_chars`, joined by an ellipsis; both ends are cut at whitespace. A label
+    needs no offsets, so the text need not be a prefix (spans use `clip_document`).
+    Measured against a prefix of the same length in docs/RESULTS.md.
+    """
+    if max_chars <= 0 or len(text) <= max_chars:
+        return text
+    if max_chars < 8 * len(ELISION):  # too short to hold two ends worth reading
+        return clip_document(text, max_chars)
+    room = max_chars - len(ELISION)
+    head = clip_document(text, room - room // 2)
+    tail = text[len(text) - room // 2:]
+    space = min((i for i in (tail.find(c) for c in " \n\t\r") if i >= 0), default=-1)
+    if 0 <= space < len(tail) // 2:
+        tail = tail[space + 1:]
+    return head + ELISION + tail.lstrip()
 
 
 def flatten(text: str) -> str:
@@ -140,9 +165,16 @@ def label_prompt(instruction: str, doc: str) -> str:
     return LABEL_HEADER + demos + _example(instruction.strip(), doc)
 
 
+# The question again after the text: read after a long review, "Answer yes or no." alone
+# let the model drift towards yes on mixed ones (docs/RESULTS.md, "Choosing the
+# embedded teacher"). Only the last few tokens of a prompt change with it, so the
+# shared prefix stays in llama.cpp's KV cache.
+LABEL_ASK = "Instruction: {instruction} Answer yes or no."
+
+
 def label_messages(instruction: str, doc: str) -> list[dict[str, str]]:
     """Chat variant: same demonstrations as prior user/assistant turns."""
-    return _chat(LABEL_HEADER.strip(), LABEL_DEMOS, instruction, doc, "Answer yes or no.")
+    return _chat(LABEL_HEADER.strip(), LABEL_DEMOS, instruction, doc, LABEL_ASK)
 
 
 # ------------------------------------------------------------------ span
@@ -203,10 +235,13 @@ def span_prompt(instruction: str, doc: str) -> str:
     return SPAN_HEADER + demos + _example(instruction.strip(), doc)
 
 
+SPAN_ASK = 'Instruction: {instruction} Copy the exact phrases separated by " | ", or answer none.'
+
+
 def span_messages(instruction: str, doc: str) -> list[dict[str, str]]:
     return _chat(
         SPAN_HEADER.strip(), SPAN_DEMOS, instruction, doc,
-        'Copy the exact phrases separated by " | ", or answer none.',
+        SPAN_ASK,
     )
 
 
@@ -270,14 +305,16 @@ def span_json_messages(instruction: str, doc: str) -> list[dict[str, str]]:
 def _chat(
     header: str, demos: list[tuple[str, str, str]], instruction: str, doc: str, ask: str
 ) -> list[dict[str, str]]:
+    """Demonstrations as earlier turns, then the document; "{instruction}" in `ask`
+    stands for each turn's own instruction."""
     # The task description rides in the first user turn (not a system turn):
     # some templates (Gemma's) have no system role.
     msgs: list[dict[str, str]] = []
     for k, (i, t, a) in enumerate(demos):
         intro = header + "\n\n" if k == 0 else ""
-        msgs.append({"role": "user", "content": f"{intro}Instruction: {i}\nText: {flatten(t)}\n{ask}"})
+        msgs.append({"role": "user", "content": f"{intro}Instruction: {i}\nText: {flatten(t)}\n"
+                                                + ask.replace("{instruction}", i)})
         msgs.append({"role": "assistant", "content": a})
-    msgs.append(
-        {"role": "user", "content": f"Instruction: {instruction.strip()}\nText: {flatten(doc)}\n{ask}"}
-    )
+    msgs.append({"role": "user", "content": f"Instruction: {instruction.strip()}\nText: {flatten(doc)}\n"
+                                            + ask.replace("{instruction}", instruction.strip())})
     return msgs
