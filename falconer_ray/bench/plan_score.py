@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from falconer_ray.plan.fit import singular
 from falconer_ray.plan.schema import All, AnyOf, Condition, Not, Plan, Step
 
 MATCH_THRESHOLD = 0.5
@@ -95,19 +96,8 @@ def content_words(text: str) -> set[str]:
     for w in re.findall(r"[a-z0-9]+", text.lower().replace("_", " ")):
         if w in STOPWORDS:
             continue
-        words.add(_singular(w))
+        words.add(singular(w))
     return words
-
-
-def _singular(w: str) -> str:
-    """Crude English singular: addresses -> address, cities -> city, hotels -> hotel."""
-    if len(w) <= 3 or not w.endswith("s") or w.endswith("ss"):
-        return w
-    if w.endswith(("sses", "xes", "ches", "shes")):
-        return w[:-2]
-    if w.endswith("ies"):
-        return w[:-3] + "y"
-    return w[:-1]
 
 
 def text_similarity(a: Step, b: Step) -> float:

@@ -44,20 +44,20 @@ def asks_negation(request: str) -> bool:
 
 
 def singular(word: str) -> str:
-    word = word.lower()
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith(("ses", "xes", "ches", "shes")):
+    """Crude English singular of a lower-case word: addresses -> address, cities -> city."""
+    if len(word) <= 3 or not word.endswith("s") or word.endswith("ss"):
+        return word
+    if word.endswith(("sses", "xes", "ches", "shes")):
         return word[:-2]
-    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
-        return word[:-1]
-    return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    return word[:-1]
 
 
 def document_nouns(plan: Plan, request: str) -> set[str]:
     """What the documents are called: label questions' subjects, the request's "these X"."""
-    nouns = {singular(m.group(1)) for s in plan.label_steps if (m := LABEL_SUBJECT.match(s.instruction))}
-    nouns |= {singular(m.group(1)) for m in REQUEST_DOCUMENTS.finditer(request)}
+    nouns = {singular(m.group(1).lower()) for s in plan.label_steps if (m := LABEL_SUBJECT.match(s.instruction))}
+    nouns |= {singular(m.group(1).lower()) for m in REQUEST_DOCUMENTS.finditer(request)}
     return nouns - {"text", "one", "thing"}
 
 
@@ -85,21 +85,11 @@ def drop_negations(cond):
     return cond
 
 
-def has_negation(cond) -> bool:
-    if isinstance(cond, Not):
-        return True
-    if isinstance(cond, All):
-        return any(has_negation(c) for c in cond.all)
-    if isinstance(cond, AnyOf):
-        return any(has_negation(c) for c in cond.any)
-    return False
-
-
 def fit_to_request(plan: Plan, request: str) -> tuple[Plan, list[str]]:
     """The plan without what `request` does not ask for, and one line per change."""
     notes: list[str] = []
-    if plan.keep is not None and has_negation(plan.keep) and not asks_negation(request):
-        positive = drop_negations(plan.keep)
+    positive = drop_negations(plan.keep)
+    if positive != plan.keep and not asks_negation(request):
         plan = plan.with_keep(positive if isinstance(positive, str) else positive.model_dump(by_alias=True))
         notes.append("removed a NOT from the filter: the request states no negation")
     nouns = document_nouns(plan, request)
